@@ -1,0 +1,264 @@
+"""Causal self-attention, rotary position embeddings (RoPE) and the KV cache.
+
+The chapter builds attention in three steps, and this module keeps them apart:
+
+1. ``causal_attention``: the formula, written out one line per step,
+   softmax(Q K^T / sqrt(d) + causal mask) V, for tensors that already have
+   a head dimension. ``F.scaled_dot_product_attention`` computes the same
+   thing in one fused kernel; the tests check that both agree.
+2. ``precompute_rope`` / ``apply_rope``: rotary position embeddings, which
+   rotate queries and keys by an angle proportional to their position, so
+   that a query-key score depends only on the distance between them.
+3. ``CausalSelfAttention``: the module the model uses. It projects the input
+   to queries, keys and values, splits them into heads, applies RoPE if asked,
+   attends (written-out or fused path, ``fast``), merges the heads and
+   projects back. With a ``KVCache`` it attends over the keys and values of
+   earlier positions too, which is what makes generation fast.
+
+Shapes: B batch, T sequence length, C = n_embd channels, nh = n_head heads,
+hs = head_size = C // nh. Queries may be fewer than keys (T_q <= T_k) when a
+cache holds earlier positions: query i then sits at position T_k - T_q + i.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------
+# 1. The attention formula, written out
+# ---------------------------------------------------------------------------
+
+
+def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
+    """Boolean (T_q, T_k) mask, True where query i may look at key j.
+
+    The queries are the last ``t_q`` of ``t_k`` positions (the usual case
+    ``t_q == t_k`` is the lower triangle), so query i, at absolute position
+    ``t_k - t_q + i``, sees keys ``j <= t_k - t_q + i``: never the future.
+    """
+    ones = torch.ones(t_q, t_k, dtype=torch.bool, device=device)
+    return ones.tril(diagonal=t_k - t_q)  # (T_q, T_k)
+
+
+def causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs), causal) v, one step per line.
+
+    q: (B, nh, T_q, hs); k, v: (B, nh, T_k, hs) with T_q <= T_k (the queries
+    are the last T_q positions). Returns (B, nh, T_q, hs). Equal (to float
+    rounding) to ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``
+    when T_q == T_k.
+    """
+    t_q, t_k = q.size(-2), k.size(-2)
+    if t_q > t_k:
+        raise ValueError(
+            f"causal_attention got {t_q} queries but only {t_k} keys; queries "
+            "must be the last positions of the keys (T_q <= T_k)"
+        )
+    scale = 1.0 / math.sqrt(q.size(-1))  # keeps score variance ~1 (chapter)
+    scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T_q, T_k)
+    mask = causal_mask(t_q, t_k, device=q.device)  # (T_q, T_k)
+    scores = scores.masked_fill(~mask, float("-inf"))  # (B, nh, T_q, T_k)
+    weights = torch.softmax(scores, dim=-1)  # (B, nh, T_q, T_k), rows sum to 1
+    weights = F.dropout(weights, p=dropout_p, training=training)  # same shape
+    return weights @ v  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+
+
+def fused_causal_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    training: bool = False,
+) -> torch.Tensor:
+    """The same as ``causal_attention`` through PyTorch's fused kernel.
+
+    ``is_causal=True`` aligns the mask to the top left, which is right only
+    when T_q == T_k; a single new query (T_q == 1) may see every key, and a
+    chunk of new queries after cached ones needs the explicit mask.
+    """
+    t_q, t_k = q.size(-2), k.size(-2)
+    p = dropout_p if training else 0.0
+    if t_q == t_k:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+    if t_q == 1:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    mask = causal_mask(t_q, t_k, device=q.device)  # (T_q, T_k), True = attend
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
+
+# ---------------------------------------------------------------------------
+# 2. Rotary position embeddings (Su et al., RoFormer)
+# ---------------------------------------------------------------------------
+#
+# Pairing convention: "rotate half" (GPT-NeoX, Hugging Face LLaMA). Channel i
+# of a head is paired with channel i + hs/2, and the pair (x_i, x_{i+hs/2})
+# is rotated by the angle  position * theta_i,  theta_i = base^(-2i / hs),
+# i = 0 .. hs/2 - 1. The RoFormer paper (and Meta's LLaMA code) pairs
+# neighbouring channels (2i, 2i+1) instead; the two differ only by a fixed
+# permutation of the channels of W_Q and W_K, so they learn the same models.
+
+
+def precompute_rope(
+    head_size: int, block_size: int, base: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every rotation angle: two (block_size, head_size // 2)
+    tensors; row m holds the angles m * theta_i of position m."""
+    if head_size <= 0 or head_size % 2:
+        raise ValueError(
+            f"RoPE rotates channels in pairs, so head_size must be a positive "
+            f"even number; got {head_size} (choose n_embd / n_head even)"
+        )
+    i = torch.arange(0, head_size // 2, dtype=torch.float32)  # (hs/2,)
+    theta = base ** (-2.0 * i / head_size)  # (hs/2,): fast ... slow rotations
+    pos = torch.arange(block_size, dtype=torch.float32)  # (block_size,)
+    angles = torch.outer(pos, theta)  # (block_size, hs/2): m * theta_i
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, offset: int = 0
+) -> torch.Tensor:
+    """Rotate x: (..., T, hs), whose rows sit at positions offset .. offset+T-1.
+
+    cos, sin: (>= offset + T, hs/2) from ``precompute_rope``. Returns a tensor
+    of x's shape. Each pair (x1, x2) = (x_i, x_{i+hs/2}) becomes
+    (x1 cos - x2 sin, x2 cos + x1 sin): a 2-D rotation, so lengths are kept.
+    """
+    t = x.size(-2)
+    if offset + t > cos.size(0):
+        raise ValueError(
+            f"RoPE tables cover {cos.size(0)} positions but positions "
+            f"{offset}..{offset + t - 1} were asked for; precompute longer tables"
+        )
+    cos = cos[offset : offset + t].to(x.dtype)  # (T, hs/2), broadcasts over heads
+    sin = sin[offset : offset + t].to(x.dtype)  # (T, hs/2)
+    x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each: the two halves of a pair
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (.., T, hs)
+
+
+# ---------------------------------------------------------------------------
+# 3. The KV cache
+# ---------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of every layer for the positions processed so far.
+
+    Preallocated: per layer, ``k[layer]`` and ``v[layer]`` are
+    (B, nh, block_size, hs) tensors, of which positions ``0 .. pos-1`` are
+    filled. A forward pass with the cache writes its T new positions at
+    ``pos .. pos+T-1`` in every layer and then advances ``pos`` by T (the
+    model does that, once, after the last layer). Made for inference: use it
+    under ``torch.no_grad()``.
+    """
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        block_size: int,
+        head_size: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive; got {batch_size}")
+        shape = (batch_size, n_head, block_size, head_size)
+        def buffers():
+            return [torch.zeros(shape, dtype=dtype, device=device)
+                    for _ in range(n_layer)]
+
+        self.k = buffers()  # n_layer x (B, nh, block_size, hs)
+        self.v = buffers()  # n_layer x (B, nh, block_size, hs)
+        self.batch_size = batch_size
+        self.block_size = block_size
+        self.pos = 0  # how many positions are filled
+
+    def reset(self) -> None:
+        """Forget every position (the buffers are reused, not zeroed)."""
+        self.pos = 0
+
+    def update(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer ``layer``'s new k, v: (B, nh, T, hs) at positions
+        pos .. pos+T-1; return all keys and values so far, (B, nh, pos+T, hs)
+        each (views into the buffers, no copy)."""
+        end = self.pos + k.size(-2)
+        self.k[layer][:, :, self.pos : end] = k
+        self.v[layer][:, :, self.pos : end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, t: int) -> None:
+        """Mark t more positions as filled (after every layer has stored them)."""
+        self.pos += t
+
+    def __repr__(self) -> str:
+        b, nh, s, hs = self.k[0].shape if self.k else (self.batch_size, 0, 0, 0)
+        return (
+            f"KVCache(n_layer={len(self.k)}, batch_size={b}, n_head={nh}, "
+            f"block_size={s}, head_size={hs}, pos={self.pos})"
+        )
+
+
+# ---------------------------------------------------------------------------
+# 4. The module
+# ---------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: (B, T, C) -> (B, T, C).
+
+    One fused Linear computes Q, K and V together (one matmul instead of
+    three). ``fast`` chooses the path: True (default) uses
+    ``F.scaled_dot_product_attention``, False the written-out
+    ``causal_attention``; both compute the same function. ``layer_idx`` says
+    which slot of a ``KVCache`` this layer uses.
+    """
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_size = config.n_embd // config.n_head
+        self.layer_idx = layer_idx
+        self.dropout = config.dropout
+        self.fast = True
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """x: (B, T, C); rope: (cos, sin) tables or None (learned positions);
+        with ``kv_cache``, x holds the T new positions ``kv_cache.pos ...``."""
+        B, T, C = x.shape
+        nh, hs = self.n_head, self.head_size
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs): heads apart
+        k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        offset = kv_cache.pos if kv_cache is not None else 0
+        if rope is not None:
+            q = apply_rope(q, *rope, offset=offset)  # (B, nh, T, hs)
+            k = apply_rope(k, *rope, offset=offset)  # (B, nh, T, hs)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, offset+T, hs)
+        attend = fused_causal_attention if self.fast else causal_attention
+        y = attend(q, k, v, self.dropout, self.training)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh, hs) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))  # (B, T, C)
