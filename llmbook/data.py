@@ -319,6 +319,176 @@ def gpt2_ranks_path() -> Path:
     return path(GPT2_RANKS)
 
 
+# ---------------------------------------------------------------------------
+# Token arrays on disk
+#
+# A corpus is encoded once into two flat arrays of token ids, train.bin and
+# val.bin (raw little-endian uint16 when the vocabulary fits, else uint32),
+# read back as memory maps, plus meta.json: the tokenizer, the token and byte
+# counts of each split and the sha256 of the source. The split is made on
+# the TEXT: the last `val_fraction` of its bytes is held out, so the bytes
+# of the validation split are known and a loss in nats per token converts to
+# bits per byte, a unit in which different tokenizers compare.
+
+import numpy as np  # noqa: E402  (only this section needs numpy)
+
+TOKENS_FORMAT = 1
+
+
+def _split_point(raw: bytes, val_fraction: float) -> int:
+    """The byte offset where validation starts, moved forward to the start
+    of a UTF-8 character (continuation bytes look like 0b10xxxxxx)."""
+    cut = int(len(raw) * (1.0 - val_fraction))
+    while cut < len(raw) and raw[cut] & 0xC0 == 0x80:
+        cut += 1
+    return cut
+
+
+def _encoder(tokenizer):
+    """The fastest way to get ``tokenizer.encode``'s ids: its tiktoken
+    twin when it has one (same ids, much faster), else ``encode``."""
+    if hasattr(tokenizer, "to_tiktoken"):
+        try:
+            enc = tokenizer.to_tiktoken()
+            return lambda s: enc.encode(s, allowed_special="all")
+        except Exception:  # a tokenizer without a tiktoken form
+            pass
+    return tokenizer.encode
+
+
+def read_text_bytes(text_path) -> bytes:
+    """The bytes of a data file, or a ValueError if it is missing or empty."""
+    text_path = Path(text_path)
+    if not text_path.is_file():
+        raise ValueError(
+            f"data file {text_path} does not exist: pass the path of a "
+            "UTF-8 text file")
+    raw = text_path.read_bytes()
+    if not raw.strip():
+        raise ValueError(
+            f"data file {text_path} is empty: training needs some text")
+    return raw
+
+
+def prepare_tokens(text_path, tokenizer, out_dir, val_fraction: float = 0.1
+                   ) -> dict:
+    """Encode the UTF-8 text file ``text_path`` with ``tokenizer`` into
+    ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; returns the meta.
+
+    Does nothing (and returns the stored meta) when ``meta.json`` already
+    describes the same source, tokenizer and split. Every file is written to
+    a temporary name and renamed, meta.json last, so an interrupted run
+    leaves either the old complete set or one that is redone next time.
+    """
+    text_path, out_dir = Path(text_path), Path(out_dir)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction must be between 0 and 1 (exclusive), got "
+            f"{val_fraction}")
+    raw = read_text_bytes(text_path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"data file {text_path} is not UTF-8 text ({e}); convert it, "
+            "e.g. with iconv") from None
+    tok_json = tokenizer.to_json()
+    key = {
+        "format": TOKENS_FORMAT,
+        "source_sha256": hashlib.sha256(raw).hexdigest(),
+        "tokenizer_sha256": hashlib.sha256(tok_json.encode()).hexdigest(),
+        "val_fraction": val_fraction,
+    }
+    meta_path = out_dir / "meta.json"
+    if meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        if all(meta.get(k) == v for k, v in key.items()) and all(
+            (out_dir / f"{s}.bin").exists() for s in ("train", "val")
+        ):
+            return meta
+
+    cut = _split_point(raw, val_fraction)
+    encode = _encoder(tokenizer)
+    vocab_size = tokenizer.vocab_size
+    dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
+    meta = {**key, "source": str(text_path), "vocab_size": vocab_size,
+            "dtype": np.dtype(dtype).name, "tokenizer": tok_json}
+    splits = {"train": raw[:cut], "val": raw[cut:]}
+    for split, part in splits.items():
+        ids = np.asarray(encode(part.decode("utf-8")), dtype=dtype)
+        with atomic_write(out_dir / f"{split}.bin") as f:
+            f.write(ids.tobytes())
+        meta[split] = {"tokens": int(ids.size), "bytes": len(part)}
+    with atomic_write(meta_path, "w") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+def load_meta(token_dir) -> dict:
+    path = Path(token_dir) / "meta.json"
+    if not path.exists():
+        raise ValueError(
+            f"{path} does not exist: run prepare_tokens(text_path, "
+            f"tokenizer, {str(token_dir)!r}) first")
+    return json.loads(path.read_text())
+
+
+def load_tokens(token_dir, split: str) -> np.ndarray:
+    """The ``split`` ("train" or "val") token ids as a read-only memory map
+    of shape (N,), so a corpus larger than memory still trains."""
+    if split not in ("train", "val"):
+        raise ValueError(f'split must be "train" or "val", got {split!r}')
+    meta = load_meta(token_dir)
+    if meta[split]["tokens"] == 0:
+        return np.zeros(0, dtype=meta["dtype"])
+    return np.memmap(Path(token_dir) / f"{split}.bin", dtype=meta["dtype"],
+                     mode="r", shape=(meta[split]["tokens"],))
+
+
+def batch_at(array, offsets, block_size: int, device="cpu"):
+    """Inputs and targets at the given start offsets: x (B, T) and y (B, T)
+    int64, where y is x shifted one token to the left (the next token)."""
+    import torch
+
+    idx = np.asarray(offsets, dtype=np.int64)[:, None] + np.arange(
+        block_size + 1)
+    chunk = torch.from_numpy(np.asarray(array[idx], dtype=np.int64))  # (B, T+1)
+    x, y = chunk[:, :-1], chunk[:, 1:]
+    if torch.device(device).type == "cuda":
+        # pinned host memory lets the copy overlap with the GPU's work
+        x, y = x.pin_memory(), y.pin_memory()
+        return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.contiguous().to(device), y.contiguous().to(device)
+
+
+def random_offsets(n_tokens: int, batch_size: int, block_size: int,
+                   generator=None):
+    """``batch_size`` start offsets drawn uniformly, each leaving room for a
+    window of ``block_size + 1`` tokens."""
+    import torch
+
+    if batch_size < 1 or block_size < 1:
+        raise ValueError(
+            f"batch_size and block_size must be positive, got {batch_size} "
+            f"and {block_size}")
+    if n_tokens < block_size + 1:
+        raise ValueError(
+            f"the token array has {n_tokens} tokens, fewer than one block "
+            f"of block_size + 1 = {block_size + 1}: use more text or a "
+            "smaller block_size")
+    high = n_tokens - block_size
+    return torch.randint(high, (batch_size,), generator=generator).numpy()
+
+
+def get_batch(array, batch_size: int, block_size: int, device="cpu",
+              generator=None):
+    """A random batch: x (B, T) and targets y (B, T), int64 on ``device``;
+    ``y[b, t]`` is the token after ``x[b, t]``. ``generator`` (a
+    ``torch.Generator``) makes the draw reproducible."""
+    offsets = random_offsets(len(array), batch_size, block_size, generator)
+    return batch_at(array, offsets, block_size, device)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llmbook.data")
     sub = parser.add_subparsers(dest="command", required=True)
