@@ -176,7 +176,8 @@ class KVCache:
             raise ValueError(f"batch_size must be positive; got {batch_size}")
         shape = (batch_size, n_head, block_size, head_size)
         def buffers():
-            return [torch.zeros(shape, dtype=dtype, device=device)
+            # empty, not zeros: positions at or past .pos are never read
+            return [torch.empty(shape, dtype=dtype, device=device)
                     for _ in range(n_layer)]
 
         self.k = buffers()  # n_layer x (B, nh, block_size, hs)
