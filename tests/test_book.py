@@ -45,4 +45,8 @@ def test_notebook_conventions(path):
             assert out["output_type"] != "error", "a stored output is an error"
             text = "".join(out.get("text", []))
             assert "Traceback" not in text
+            # A progress bar stores every update behind a carriage return;
+            # the PDF would print each as a line. Keep what a live notebook
+            # shows (nbconvert's CoalesceStreamsPreprocessor does this).
+            assert "\r" not in text, "a stored stream still holds carriage returns"
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
