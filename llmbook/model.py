@@ -270,6 +270,13 @@ class GPT(nn.Module):
         at positions ``kv_cache.pos ... kv_cache.pos + T - 1``; their keys and
         values are appended and ``kv_cache.pos`` advances by T.
         """
+        return self.lm_head(self.hidden_states(idx, kv_cache))  # (B, T, V)
+
+    def hidden_states(
+        self, idx: torch.Tensor, kv_cache: KVCache | None = None
+    ) -> torch.Tensor:
+        """The forward pass without the LM head: idx (B, T) -> (B, T, C), the
+        final norm's output. Training fuses the head with the loss on it."""
         self._check_input(idx, kv_cache)
         B, T = idx.shape
         offset = kv_cache.pos if kv_cache is not None else 0
@@ -285,7 +292,7 @@ class GPT(nn.Module):
             x = block(x, rope, kv_cache)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
-        return self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        return self.ln_f(x)  # (B, T, C)
 
     def _check_input(self, idx, kv_cache) -> None:
         cfg = self.config

@@ -110,23 +110,6 @@ class LinearCrossEntropy(torch.autograd.Function):
         return dh * scale, dw * scale, None, None
 
 
-def hidden_states(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """The final-norm output of ``model`` for idx (B, T) -> (B, T, C): its
-    forward pass without the LM head (``model(idx)`` is this times the
-    head's weight; a test keeps the two in step)."""
-    model._check_input(idx, None)
-    x = model.wte(idx)  # (B, T, C)
-    if model.wpe is not None:
-        x = x + model.wpe(torch.arange(idx.size(1), device=idx.device))
-        rope = None
-    else:
-        rope = (model.rope_cos, model.rope_sin)
-    x = model.drop(x)
-    for block in model.blocks:
-        x = block(x, rope, None)
-    return model.ln_f(x)
-
-
 class LanguageModelLoss(nn.Module):
     """What the training loop runs (and DDP or ``torch.compile`` wrap):
     (idx (B, T), targets (B, T)) -> mean next-token loss. With gradients
@@ -144,7 +127,7 @@ class LanguageModelLoss(nn.Module):
             idx.device.type) and m.lm_head.bias is None
         if not fuse:
             return cross_entropy(m(idx), targets)
-        h = hidden_states(m, idx)  # (B, T, C)
+        h = m.hidden_states(idx)  # (B, T, C)
         w = m.lm_head.weight  # (V, C)
         chunk = max(64, (1 << 23) // w.size(0))  # ~32 MB of logits at a time
         return LinearCrossEntropy.apply(h.reshape(-1, h.size(-1)), w,

@@ -88,7 +88,7 @@ def test_training_loss_module_equals_the_plain_path(modern):
     a, b = tiny_gpt(modern), tiny_gpt(modern)
     idx = torch.randint(0, 64, (3, 16))
     y = torch.randint(0, 64, (3, 16))
-    h = T.hidden_states(a, idx)  # (B, T, C)
+    h = a.hidden_states(idx)  # (B, T, C)
     assert torch.allclose(h @ a.lm_head.weight.t(), a(idx), atol=1e-5)
     fused = T.LanguageModelLoss(a)(idx, y)
     plain = F.cross_entropy(b(idx).flatten(0, 1), y.flatten())
