@@ -1,13 +1,28 @@
 """llmbook: the code of *Build a Large Language Model from Scratch*.
 
-Modules, in the order data flows through them:
+Modules, in the order data flows through them. Each imports only modules
+above it in this list (tests/test_imports.py checks it), so the package
+reads top to bottom like the book:
 
-- ``data``       text and vocabularies from package registries; token arrays
-- ``tokenizer``  byte-level BPE, trained from scratch, GPT-2 compatible
-- ``attention``  causal self-attention, RoPE, the KV cache
-- ``model``      GPTConfig, transformer blocks, the GPT model
-- ``train``      loss, AdamW, schedule, training loop, checkpoints
-- ``generate``   sampling: greedy, temperature, top-k, top-p, streaming
+- ``data``        text and vocabularies from package registries; token arrays
+- ``tokenizer``   byte-level BPE, trained from scratch, GPT-2 compatible
+- ``attention``   causal self-attention, masks, RoPE, the KV cache
+- ``model``       GPTConfig, transformer blocks, the GPT model
+- ``loss``        cross-entropy, the fused LM-head loss, bits per byte
+- ``optim``       AdamW, the learning-rate schedule, gradient clipping
+- ``checkpoint``  saving a run, loading a trained model (training and
+  generation both use it)
+- ``generate``    sampling: greedy, temperature, top-k, top-p, streaming
+- ``loop``        TrainConfig and its presets, the training loop, metrics
+- ``runs``        the book's cached runs: the chapters' trained models
+- ``train``       the training command line; every training name re-exported
+- ``manual_grad`` appendix A: backpropagation by hand, checked against autograd
 """
 
 __version__ = "0.1.0"
+
+# The order above, as data: tests/test_imports.py fails on an import of a
+# module listed later than the importing one.
+MODULE_ORDER = ("data", "tokenizer", "attention", "model", "loss", "optim",
+                "checkpoint", "generate", "loop", "runs", "train",
+                "manual_grad")

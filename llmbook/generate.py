@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pathlib import Path
 
-    from llmbook.train import load_model  # late: the CLI needs train, the API not
+    from llmbook.checkpoint import load_model  # late: only the CLI needs it
 
     if not Path(args.checkpoint).is_file():
         print(f"error: no checkpoint file at {args.checkpoint}", file=sys.stderr)

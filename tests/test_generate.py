@@ -344,18 +344,17 @@ def test_text_stream_with_gpt2_tokenizer():
 def _checkpoint(tmp_path: Path) -> Path:
     """A tiny untrained model plus a byte-level tokenizer, saved the way the
     training chapter saves its checkpoints."""
-    train = pytest.importorskip(
-        "llmbook.train", reason="llmbook.train (checkpoints) not written yet"
-    )
+    from llmbook.checkpoint import save_checkpoint
     from llmbook.tokenizer import Tokenizer
+    from llmbook.train import TrainConfig
 
     tok = Tokenizer({i: bytes([i]) for i in range(256)}, [],
                     special_tokens=["<|endoftext|>"])
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("tiny", vocab_size=tok.vocab_size))
     path = tmp_path / "tiny.pt"
-    train.save_checkpoint(path, model, None, train.TrainConfig.preset("smoke"),
-                          tok, step=0)
+    save_checkpoint(path, model, None, TrainConfig.preset("smoke"), tok,
+                    step=0)
     return path
 
 
@@ -370,7 +369,7 @@ def _run_cli(*args):
 @pytest.mark.slow
 def test_cli_streams_the_same_text_as_generate(tmp_path):
     path = _checkpoint(tmp_path)
-    from llmbook.train import load_model
+    from llmbook.checkpoint import load_model
 
     model, tok = load_model(path)
     prompt = "To be, or not"

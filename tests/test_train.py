@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import llmbook.runs as runs
 import llmbook.train as T
 from llmbook.model import GPT, GPTConfig
 from llmbook.train import (AdamW, TrainConfig, clip_grad_norm, cross_entropy,
@@ -400,7 +401,7 @@ def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus
 
 @pytest.mark.slow
 def test_book_checkpoint_is_cached_and_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(T, "checkpoint_dir", lambda profile: tmp_path / profile)
+    monkeypatch.setattr(runs, "checkpoint_dir", lambda profile: tmp_path / profile)
     path = T.book_checkpoint("smoke")
     stamp = path.stat().st_mtime_ns
     assert T.book_checkpoint("smoke") == path  # cached: not trained again
