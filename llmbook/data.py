@@ -53,6 +53,47 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+def source_hashes(*modules: str) -> dict[str, str]:
+    """sha256 of the source file of each named ``llmbook`` module: the code
+    that made a cached artefact, part of its cache key."""
+    here = Path(__file__).resolve().parent
+    return {name: sha256_of(here / f"{name}.py") for name in modules}
+
+
+def stale(key_path: Path, key: dict) -> str | None:
+    """Why the artefact recorded by ``key_path`` was not made by ``key``
+    (its settings, input data, code, library versions), in words; None if
+    it was."""
+    try:
+        old = json.loads(Path(key_path).read_text())
+    except FileNotFoundError:
+        return "there is no record of what made it"
+    except ValueError:
+        return f"its record {key_path} is unreadable"
+    return changes(old, key)
+
+
+def changes(old: dict, key: dict) -> str | None:
+    """What differs between two cache keys, in words (None: nothing).
+    ``key["code"]`` is a ``source_hashes`` dict; it names the files."""
+    changed = []
+    for part, now in key.items():
+        was = old.get(part)
+        if part == "code":
+            was = was if isinstance(was, dict) else {}
+            changed += [f"llmbook/{m}.py" for m in now if was.get(m) != now[m]]
+        elif was != now:
+            short = isinstance(now, str) and len(now) < 20
+            changed.append(f"{part} {was} -> {now}" if short else part)
+    return f"{', '.join(changed)} changed" if changed else None
+
+
+def record(key_path: Path, key: dict) -> None:
+    """Write ``key`` as the record of what made an artefact (atomic)."""
+    with atomic_write(Path(key_path), "w") as f:
+        json.dump(key, f, indent=1, sort_keys=True)
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path, mode: str = "wb"):
     """Open a temporary file next to ``path``; rename it over ``path`` only
@@ -398,14 +439,19 @@ def prepare_tokens(text_path, tokenizer, out_dir, val_fraction: float = 0.1
         "source_sha256": hashlib.sha256(raw).hexdigest(),
         "tokenizer_sha256": hashlib.sha256(tok_json.encode()).hexdigest(),
         "val_fraction": val_fraction,
+        # the code that splits and encodes: editing it re-encodes
+        "code": source_hashes("data", "tokenizer"),
     }
     meta_path = out_dir / "meta.json"
     if meta_path.exists():
         meta = json.loads(meta_path.read_text())
-        if all(meta.get(k) == v for k, v in key.items()) and all(
+        reason = changes(meta, key)
+        if reason is None and all(
             (out_dir / f"{s}.bin").exists() for s in ("train", "val")
         ):
             return meta
+        print(f"llmbook: encoding {text_path.name} again into {out_dir}: "
+              f"{reason or 'a file is missing'}", file=sys.stderr)
 
     cut = _split_point(raw, val_fraction)
     encode = _encoder(tokenizer)

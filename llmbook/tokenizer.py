@@ -50,6 +50,7 @@ import json
 import operator
 import os
 import re as _re
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -526,9 +527,11 @@ BOOK_VOCAB_SIZES = {"smoke": 512, "book": 4096, "gpu": 4096}
 def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Tokenizer:
     """The book's BPE, trained on the nine-play Shakespeare corpus with
     ``<|endoftext|>`` as special token (vocab 4096 for "book"/"gpu", 512 for
-    "smoke", or ``vocab_size``). Cached in ``data_dir()/tokenizers/``;
-    training is deterministic, so a missing file is re-created identically."""
-    from llmbook.data import atomic_write, data_dir, shakespeare_path
+    "smoke", or ``vocab_size``). Cached in ``data_dir()/tokenizers/``, with
+    a record of the corpus and the code that trained it: a change to either
+    trains it again."""
+    from llmbook.data import (atomic_write, data_dir, record, sha256_of,
+                              shakespeare_path, source_hashes, stale)
 
     if profile not in BOOK_VOCAB_SIZES:
         raise ValueError(
@@ -536,13 +539,19 @@ def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Toke
         )
     size = vocab_size or BOOK_VOCAB_SIZES[profile]
     path = data_dir() / "tokenizers" / f"shakespeare-bpe-{size}.json"
+    key_path = path.with_suffix(".key.json")
+    corpus = shakespeare_path()
+    key = {"settings": {"vocab_size": size, "special_tokens": [EOT]},
+           "data": sha256_of(corpus), "code": source_hashes("tokenizer")}
+    reason = stale(key_path, key)
+    if path.exists() and reason is None:
+        return Tokenizer.load(path)
     if path.exists():
-        try:
-            return Tokenizer.load(path)
-        except (ValueError, KeyError):  # an older format: train it again
-            pass
-    vocab, merges = train_bpe(shakespeare_path(), size, special_tokens=[EOT])
+        print(f"llmbook: training the book's tokenizer again: {reason}",
+              file=sys.stderr)
+    vocab, merges = train_bpe(corpus, size, special_tokens=[EOT])
     tokenizer = Tokenizer(vocab, merges, special_tokens=[EOT])
     with atomic_write(path, "w") as f:
         f.write(tokenizer.to_json())
+    record(key_path, key)
     return tokenizer

@@ -10,7 +10,8 @@ training chapter builds them, and are importable from here too:
 - ``llmbook.checkpoint``  save_checkpoint, load_checkpoint, load_model
 - ``llmbook.loop``        TrainConfig, TRAIN_PRESETS, train, evaluate,
                           pick_device, autocast_context, plot_metrics
-- ``llmbook.runs``        book_run, book_checkpoint, checkpoint_dir
+- ``llmbook.runs``        book_run, book_checkpoint, checkpoint_dir,
+                          check_run, expected_band
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from llmbook.loop import (TRAIN_PRESETS, TrainConfig, TrainingDiverged,
 from llmbook.loss import (LanguageModelLoss, LinearCrossEntropy,
                           bits_per_byte, cross_entropy)
 from llmbook.optim import AdamW, clip_grad_norm, lr_at, param_groups
-from llmbook.runs import book_checkpoint, book_run, checkpoint_dir
+from llmbook.runs import (RunCheck, book_checkpoint, book_run, check_run,
+                          checkpoint_dir, expected_band)
 
 __all__ = [
     "CHECKPOINT_FORMAT", "TRAIN_PRESETS", "AdamW", "LanguageModelLoss",
     "LinearCrossEntropy", "TrainConfig", "TrainResult", "TrainingDiverged",
-    "autocast_context", "bits_per_byte", "book_checkpoint", "book_run",
-    "checkpoint_dir", "clip_grad_norm", "cross_entropy", "estimate_loss",
+    "RunCheck", "autocast_context", "bits_per_byte", "book_checkpoint",
+    "book_run", "check_run", "checkpoint_dir", "expected_band", "clip_grad_norm", "cross_entropy", "estimate_loss",
     "evaluate", "get_tokenizer", "load_checkpoint", "load_model", "lr_at",
     "main", "param_groups", "pick_device", "plot_metrics", "save_checkpoint",
     "train",
