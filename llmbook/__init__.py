@@ -17,6 +17,8 @@ reads top to bottom like the book:
 - ``runs``        the book's cached runs: the chapters' trained models
 - ``train``       the training command line; every training name re-exported
 - ``manual_grad`` appendix A: backpropagation by hand, checked against autograd
+- ``bench_tokenizer``, ``bench_train``  the speed comparisons that the
+  chapters run (``benchmarks/`` has their command lines)
 """
 
 __version__ = "0.1.0"
@@ -25,4 +27,4 @@ __version__ = "0.1.0"
 # module listed later than the importing one.
 MODULE_ORDER = ("data", "tokenizer", "attention", "model", "loss", "optim",
                 "checkpoint", "generate", "loop", "runs", "train",
-                "manual_grad")
+                "manual_grad", "bench_tokenizer", "bench_train")

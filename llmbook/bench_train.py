@@ -1,0 +1,177 @@
+"""Training speed: our GPT + our AdamW against Hugging Face
+GPT2LMHeadModel + torch.optim.AdamW, same shape, and model FLOPs
+utilisation (MFU). Needs ``transformers``.
+
+    python benchmarks/train.py [--threads 2 1] [--steps 5] [--repeats 5]
+
+Contenders run alternately in one process (ours, theirs, ours, ...), each
+round timing ``--steps`` optimizer steps; the medians of the rounds are
+compared. Shape (the issue's): vocab 50257, context 128, 4 layers, 4 heads,
+256 wide, batch 16, fp32, CPU, dropout 0 in both. MFU = achieved training
+FLOP/s (model.flops_per_token() x tokens/s) over the fp32 matmul throughput
+measured in the same run (a 2048 x 2048 matmul), for that model and for the
+book's CPU model (TrainConfig.preset("book")). On a shared machine the
+numbers are noisy; the 1-thread figures suffer least.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from llmbook.model import GPT, GPTConfig
+from llmbook.loop import TrainConfig
+from llmbook.loss import LanguageModelLoss
+from llmbook.optim import AdamW, param_groups
+
+SHAPE = dict(vocab_size=50257, block_size=128, n_layer=4, n_head=4, n_embd=256)
+BATCH = 16
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / min(times) / 1e9
+
+
+def ours_step_fn(cfg: GPTConfig, batch: int):
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    model.train()
+    opt = AdamW(param_groups(model, 0.1), lr=1e-4, betas=(0.9, 0.95))
+
+    loss_fn = LanguageModelLoss(model)  # what llmbook.train.train runs
+
+    def step(x, y):
+        loss = loss_fn(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step, model
+
+
+def hf_step_fn(batch: int):
+    import warnings
+
+    with warnings.catch_warnings():  # transformers' tqdm.auto complains
+        warnings.simplefilter("ignore")
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=SHAPE["vocab_size"], n_positions=SHAPE["block_size"],
+        n_embd=SHAPE["n_embd"], n_layer=SHAPE["n_layer"], n_head=SHAPE["n_head"],
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(config)
+    model.train()
+    groups = param_groups(model, 0.1)
+    opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95))
+    V = config.vocab_size
+
+    def step(x, y):
+        logits = model(input_ids=x).logits  # (B, T, V)
+        loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return step, model
+
+
+CPU_SECONDS = []  # (contender, process CPU seconds per step), every round
+
+
+def timed(step, x, y, n: int, name: str = "") -> float:
+    """Wall-clock seconds for n steps. The process's CPU time is recorded
+    too: with one thread on a busy machine it is the steadier measure."""
+    t, c = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        step(x, y)
+    CPU_SECONDS.append((name, (time.process_time() - c) / n))
+    return time.perf_counter() - t
+
+
+def run(threads: int, steps: int, repeats: int) -> dict:
+    torch.set_num_threads(threads)
+    peak = matmul_gflops()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, SHAPE["vocab_size"], (BATCH, SHAPE["block_size"]),
+                      generator=g)
+    y = torch.roll(x, -1, dims=1)
+    ours_cfg = GPTConfig.preset("gpt2", **SHAPE, dropout=0.0)
+    ours, ours_model = ours_step_fn(ours_cfg, BATCH)
+    hf, _ = hf_step_fn(BATCH)
+
+    book = TrainConfig.preset("book")
+    bcfg = book.model_config(book.vocab_size)
+    book_step, book_model = ours_step_fn(bcfg, book.batch_size)
+    bx = torch.randint(0, bcfg.vocab_size, (book.batch_size, book.block_size),
+                       generator=g)
+    by = torch.roll(bx, -1, dims=1)
+
+    for fn, a, b in ((ours, x, y), (hf, x, y), (book_step, bx, by)):
+        timed(fn, a, b, 1)  # warm up: allocations, kernel choice
+    rounds = {"ours": [], "hf": [], "book": []}
+    CPU_SECONDS.clear()
+    for _ in range(repeats):
+        rounds["ours"].append(steps * x.numel() / timed(ours, x, y, steps, "ours"))
+        rounds["hf"].append(steps * x.numel() / timed(hf, x, y, steps, "hf"))
+        rounds["book"].append(
+            steps * bx.numel() / timed(book_step, bx, by, steps, "book"))
+    cpu = {k: statistics.median(c for n, c in CPU_SECONDS if n == k)
+           for k in rounds}
+    peak_after = matmul_gflops()
+    med = {k: statistics.median(v) for k, v in rounds.items()}
+    fpt = ours_model.flops_per_token(SHAPE["block_size"])
+    bfpt = book_model.flops_per_token(book.block_size)
+    peak = max(peak, peak_after)
+    return dict(threads=threads, peak=peak, med=med, rounds=rounds, cpu=cpu,
+                mfu_ours=med["ours"] * fpt / 1e9 / peak,
+                mfu_hf=med["hf"] * fpt / 1e9 / peak,
+                mfu_book=med["book"] * bfpt / 1e9 / peak,
+                book_params=book_model.num_parameters(), book_fpt=bfpt,
+                params=ours_model.num_parameters(), fpt=fpt,
+                book_steps_per_s=med["book"] / (book.batch_size * book.block_size))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    print(f"shape: {SHAPE}, batch {BATCH}, fp32, CPU; torch {torch.__version__}")
+    for threads in args.threads:
+        r = run(threads, args.steps, args.repeats)
+        m = r["med"]
+        print(f"\n== {threads} thread(s); fp32 matmul peak {r['peak']:.0f} GFLOP/s")
+        print(f"{'contender':34s} {'tokens/s':>10s} {'MFU':>6s}")
+        print(f"{'ours: GPT + our AdamW':34s} {m['ours']:10.0f} {r['mfu_ours']:6.1%}")
+        print(f"{'HF GPT2LMHeadModel + torch AdamW':34s} {m['hf']:10.0f} "
+              f"{r['mfu_hf']:6.1%}")
+        print(f"ratio ours / HF: {m['ours'] / m['hf']:.2f}x (goal >= 1.2x)")
+        c = r["cpu"]
+        print(f"CPU seconds per step (median): ours {c['ours']:.2f}, HF "
+              f"{c['hf']:.2f}, ratio HF/ours {c['hf'] / c['ours']:.2f}x")
+        print(f"  rounds ours: {[round(v) for v in r['rounds']['ours']]}")
+        print(f"  rounds HF:   {[round(v) for v in r['rounds']['hf']]}")
+        print(f"book model ({r['book_params'] / 1e6:.2f} M params, "
+              f"{r['book_fpt'] / 1e6:.1f} MFLOP/token): {m['book']:.0f} tokens/s, "
+              f"{r['book_steps_per_s']:.2f} steps/s, MFU {r['mfu_book']:.1%} "
+              "(goal >= 50%)")
+
+
+if __name__ == "__main__":
+    main()
