@@ -4,8 +4,9 @@ The chapter builds attention in three steps, and this module keeps them apart:
 
 1. ``causal_attention``: the formula, written out one line per step,
    softmax(Q K^T / sqrt(d) + causal mask) V, for tensors that already have
-   a head dimension. ``F.scaled_dot_product_attention`` computes the same
-   thing in one fused kernel; the tests check that both agree.
+   a head dimension; an optional boolean mask (padding, any pattern) is
+   combined with causality. ``F.scaled_dot_product_attention`` computes the
+   same thing in one fused kernel; the tests check that both agree.
 2. ``precompute_rope`` / ``apply_rope``: rotary position embeddings, which
    rotate queries and keys by an angle proportional to their position, so
    that a query-key score depends only on the distance between them.
@@ -44,31 +45,68 @@ def causal_mask(t_q: int, t_k: int, device=None) -> torch.Tensor:
     return ones.tril(diagonal=t_k - t_q)  # (T_q, T_k)
 
 
+def combine_masks(
+    t_q: int, t_k: int, mask: torch.Tensor | None, causal: bool, device=None
+) -> torch.Tensor | None:
+    """The keys each query may attend to: ``causal_mask`` AND ``mask``.
+
+    ``mask`` is boolean, True = may attend, and broadcasts to
+    (..., T_q, T_k), usually (B, nh, T_q, T_k): a padding mask over keys is
+    (B, 1, 1, T_k), one pattern for every row and head (T_q, T_k). Returns
+    None when nothing is masked (no mask, ``causal=False``).
+    """
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise TypeError(
+                f"mask must be boolean (True = may attend), got {mask.dtype}; "
+                "an additive float mask is not supported: use mask > -inf"
+            )
+        try:
+            torch.broadcast_shapes(mask.shape[-2:], (t_q, t_k))
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to "
+                f"(..., T_q, T_k) = (..., {t_q}, {t_k})"
+            ) from None
+    if not causal:
+        return mask
+    if t_q > t_k:
+        raise ValueError(
+            f"causal attention got {t_q} queries but only {t_k} keys; queries "
+            "must be the last positions of the keys (T_q <= T_k)"
+        )
+    allowed = causal_mask(t_q, t_k, device=device)  # (T_q, T_k)
+    return allowed if mask is None else allowed & mask
+
+
 def causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
     dropout_p: float = 0.0,
     training: bool = False,
+    mask: torch.Tensor | None = None,
+    causal: bool = True,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs), causal) v, one step per line.
+    """softmax(q k^T / sqrt(hs), masked) v, one step per line.
 
     q: (B, nh, T_q, hs); k, v: (B, nh, T_k, hs) with T_q <= T_k (the queries
-    are the last T_q positions). Returns (B, nh, T_q, hs). Equal (to float
-    rounding) to ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``
-    when T_q == T_k.
+    are the last T_q positions); any leading dimensions work. Returns
+    (B, nh, T_q, hs). ``mask`` (boolean, True = may attend, broadcastable to
+    (B, nh, T_q, T_k)) is combined with causality unless ``causal=False``.
+    A query that may attend to no key (a padding position) gets zeros, where
+    the softmax would be 0/0. Equal (to float rounding) to
+    ``F.scaled_dot_product_attention`` with the same mask.
     """
     t_q, t_k = q.size(-2), k.size(-2)
-    if t_q > t_k:
-        raise ValueError(
-            f"causal_attention got {t_q} queries but only {t_k} keys; queries "
-            "must be the last positions of the keys (T_q <= T_k)"
-        )
+    allowed = combine_masks(t_q, t_k, mask, causal, q.device)  # (.., T_q, T_k)
     scale = 1.0 / math.sqrt(q.size(-1))  # keeps score variance ~1 (chapter)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T_q, T_k)
-    mask = causal_mask(t_q, t_k, device=q.device)  # (T_q, T_k)
-    scores = scores.masked_fill(~mask, float("-inf"))  # (B, nh, T_q, T_k)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))  # (B, nh, T_q, T_k)
     weights = torch.softmax(scores, dim=-1)  # (B, nh, T_q, T_k), rows sum to 1
+    if mask is not None:  # rows with no allowed key are NaN: make them zero
+        weights = weights.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
     weights = F.dropout(weights, p=dropout_p, training=training)  # same shape
     return weights @ v  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
 
@@ -79,6 +117,8 @@ def fused_causal_attention(
     v: torch.Tensor,
     dropout_p: float = 0.0,
     training: bool = False,
+    mask: torch.Tensor | None = None,
+    causal: bool = True,
 ) -> torch.Tensor:
     """The same as ``causal_attention`` through PyTorch's fused kernel.
 
@@ -88,12 +128,22 @@ def fused_causal_attention(
     """
     t_q, t_k = q.size(-2), k.size(-2)
     p = dropout_p if training else 0.0
-    if t_q == t_k:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
-    if t_q == 1:
+    if mask is None and not causal:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
-    mask = causal_mask(t_q, t_k, device=q.device)  # (T_q, T_k), True = attend
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+    if mask is None and t_q == t_k:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+    if mask is None and t_q == 1:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
+    allowed = combine_masks(t_q, t_k, mask, causal, q.device)  # True = attend
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+    # A row with no allowed key: let it see every key (finite everywhere,
+    # on every backend, in backward too), then zero it, as the written-out
+    # path does.
+    empty = ~allowed.any(-1, keepdim=True)  # (.., T_q, 1)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty,
+                                       dropout_p=p)
+    return y.masked_fill(empty, 0.0)  # (B, nh, T_q, hs)
 
 
 # ---------------------------------------------------------------------------
@@ -126,24 +176,55 @@ def precompute_rope(
 
 
 def apply_rope(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, offset: int = 0
+    x: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    offset: int = 0,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Rotate x: (..., T, hs), whose rows sit at positions offset .. offset+T-1.
 
-    cos, sin: (>= offset + T, hs/2) from ``precompute_rope``. Returns a tensor
-    of x's shape. Each pair (x1, x2) = (x_i, x_{i+hs/2}) becomes
-    (x1 cos - x2 sin, x2 cos + x1 sin): a 2-D rotation, so lengths are kept.
+    cos, sin: (>= offset + T, hs/2) from ``precompute_rope``. ``positions``
+    (T,) or (B, T) integer positions, for x (B, nh, T, hs), replaces
+    ``offset`` when rows sit at different positions (left-padded prompts).
+    Returns a tensor of x's shape. Each pair (x1, x2) = (x_i, x_{i+hs/2})
+    becomes (x1 cos - x2 sin, x2 cos + x1 sin): a 2-D rotation, so lengths
+    are kept.
     """
     t = x.size(-2)
-    if offset + t > cos.size(0):
-        raise ValueError(
-            f"RoPE tables cover {cos.size(0)} positions but positions "
-            f"{offset}..{offset + t - 1} were asked for; precompute longer tables"
-        )
-    cos = cos[offset : offset + t].to(x.dtype)  # (T, hs/2), broadcasts over heads
-    sin = sin[offset : offset + t].to(x.dtype)  # (T, hs/2)
+    if positions is not None:
+        cos, sin = _rope_at(cos, sin, positions, t)  # (B, 1, T, hs/2)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    else:
+        if offset + t > cos.size(0):
+            raise ValueError(
+                f"RoPE tables cover {cos.size(0)} positions but positions "
+                f"{offset}..{offset + t - 1} were asked for; precompute longer tables"
+            )
+        cos = cos[offset : offset + t].to(x.dtype)  # (T, hs/2), broadcasts over heads
+        sin = sin[offset : offset + t].to(x.dtype)  # (T, hs/2)
     x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each: the two halves of a pair
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (.., T, hs)
+
+
+def _rope_at(cos, sin, positions: torch.Tensor, t: int):
+    """The table rows of ``positions`` (T,) or (B, T): (T, hs/2) or
+    (B, 1, T, hs/2), the 1 broadcasting over heads."""
+    if positions.shape[-1] != t or positions.dim() not in (1, 2):
+        raise ValueError(
+            f"positions must be (T,) or (B, T) with T = {t}; got "
+            f"{tuple(positions.shape)}"
+        )
+    if positions.numel() and not 0 <= int(positions.min()) <= int(
+        positions.max()) < cos.size(0):
+        raise ValueError(
+            f"RoPE tables cover positions 0..{cos.size(0) - 1}; got positions "
+            f"{int(positions.min())}..{int(positions.max())}"
+        )
+    cos, sin = cos[positions], sin[positions]  # (..., T, hs/2)
+    if positions.dim() == 2:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, hs/2)
+    return cos, sin
 
 
 # ---------------------------------------------------------------------------
@@ -244,9 +325,14 @@ class CausalSelfAttention(nn.Module):
         x: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv_cache: KVCache | None = None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x: (B, T, C); rope: (cos, sin) tables or None (learned positions);
-        with ``kv_cache``, x holds the T new positions ``kv_cache.pos ...``."""
+        with ``kv_cache``, x holds the T new positions ``kv_cache.pos ...``.
+        ``mask``: boolean, True = may attend, broadcastable to
+        (B, nh, T, T_k), combined with causality; ``positions`` (B, T): the
+        RoPE position of each row's tokens, when rows are padded differently."""
         B, T, C = x.shape
         nh, hs = self.n_head, self.head_size
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
@@ -255,11 +341,11 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         offset = kv_cache.pos if kv_cache is not None else 0
         if rope is not None:
-            q = apply_rope(q, *rope, offset=offset)  # (B, nh, T, hs)
-            k = apply_rope(k, *rope, offset=offset)  # (B, nh, T, hs)
+            q = apply_rope(q, *rope, offset=offset, positions=positions)
+            k = apply_rope(k, *rope, offset=offset, positions=positions)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, offset+T, hs)
         attend = fused_causal_attention if self.fast else causal_attention
-        y = attend(q, k, v, self.dropout, self.training)  # (B, nh, T, hs)
+        y = attend(q, k, v, self.dropout, self.training, mask)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)

@@ -50,13 +50,17 @@ def _set_rng_state(state: dict) -> None:
 def save_checkpoint(path, model: GPT, optimizer, cfg, tokenizer,
                     *, step: int, elapsed: float = 0.0,
                     batch_gen: torch.Generator | None = None,
-                    meta: dict | None = None) -> Path:
+                    meta: dict | None = None):
     """Everything needed to continue the run exactly, or to use the model:
     weights, optimizer state, step, random states (torch, numpy, python and
-    the batch sampler's generator: the data position), the configs and the
-    tokenizer. Written to a temporary file and renamed, so a kill at any
-    moment leaves the previous checkpoint or the new one, never half."""
-    path = Path(path)
+    the batch sampler's generator: the data position), the configs (``cfg``
+    is the run's TrainConfig) and the tokenizer.
+
+    ``path``: a file path, written to a temporary file and renamed, so a
+    kill at any moment leaves the previous checkpoint or the new one, never
+    half; or a binary file object (``io.BytesIO``, ``open(f, "wb")``),
+    written at its position and left open. Returns the Path, or the file.
+    """
     data = {k: meta[k] for k in ("source", "source_sha256", "train", "val")} \
         if meta else {}
     obj = dict(
@@ -69,6 +73,10 @@ def save_checkpoint(path, model: GPT, optimizer, cfg, tokenizer,
         rng=_rng_state(batch_gen or torch.Generator()),
         data=data,
     )
+    if hasattr(path, "write"):
+        torch.save(obj, path)
+        return path
+    path = Path(path)
     with atomic_write(path) as f:
         torch.save(obj, f)
     return path
@@ -76,17 +84,21 @@ def save_checkpoint(path, model: GPT, optimizer, cfg, tokenizer,
 
 def load_checkpoint(path, model: GPT | None = None, optimizer=None,
                     restore_rng: bool = True) -> dict:
-    """Load a checkpoint (``weights_only=True``: tensors and plain data
-    only, no code runs). Copies the weights into ``model`` and the state
-    into ``optimizer`` when given, restores the random states, and returns
-    the checkpoint's dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
+    """Load a checkpoint from a path or a binary file object
+    (``weights_only=True``: tensors and plain data only, no code runs).
+    Copies the weights into ``model`` and the state into ``optimizer`` when
+    given, restores the random states, and returns the checkpoint's dict."""
+    if hasattr(path, "read"):
+        name = getattr(path, "name", "the file object")
+    else:
+        path = name = Path(path)
+        if not path.is_file():
+            raise ValueError(f"checkpoint {path} does not exist")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an llmbook checkpoint (format "
-                         f"{state.get('format')!r})")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise ValueError(f"{name} is not an llmbook checkpoint (format "
+                         f"{found!r})")
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None and state["optimizer"] is not None:
@@ -97,7 +109,8 @@ def load_checkpoint(path, model: GPT | None = None, optimizer=None,
 
 
 def load_model(path, device="cpu"):
-    """(model, tokenizer) from a checkpoint, the model in eval mode."""
+    """(model, tokenizer) from a checkpoint (a path or a binary file
+    object), the model in eval mode."""
     from llmbook.tokenizer import Tokenizer
 
     state = load_checkpoint(path, restore_rng=False)

@@ -15,6 +15,11 @@ Choices, stated once:
 - ``seed`` seeds a private ``torch.Generator``: the same seed gives the same
   tokens, whatever the global RNG did before. ``seed=None`` uses the global
   RNG (so ``torch.manual_seed`` works as usual).
+- A list of prompts of any lengths is a batch too: the prompts are padded on
+  the left (the padding masked out, each row's positions counted from its
+  own first token), every row samples with a generator of its own (``seed``,
+  or ``seed[i]`` for row i), and the result is one list of ids per prompt,
+  the same tokens as generating that prompt alone (to float rounding).
 - A prompt longer than the context is cropped to its last ``block_size``
   tokens. An empty prompt starts from the end-of-text token: pass ``eot_id=``
   (e.g. ``tokenizer.eot_id``), or give the model's config an ``eot_id``
@@ -153,6 +158,15 @@ def _model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def _is_prompt_list(prompt_ids) -> bool:
+    """A list of prompts (each a list of ints or a 1-D tensor), not a list of
+    ints or a (B, T) tensor."""
+    return isinstance(prompt_ids, (list, tuple)) and len(prompt_ids) > 0 and all(
+        isinstance(p, (list, tuple)) or (isinstance(p, Tensor) and p.dim() == 1)
+        for p in prompt_ids
+    )
+
+
 def _as_batch(prompt_ids) -> tuple[Tensor, bool]:
     """Any prompt form -> ``(B, T)`` int64 tensor and whether it was batched."""
     if isinstance(prompt_ids, Tensor):
@@ -167,8 +181,8 @@ def _as_batch(prompt_ids) -> tuple[Tensor, bool]:
             idx = torch.tensor(list(prompt_ids), dtype=torch.long)
         except (TypeError, ValueError) as e:
             raise ValueError(
-                "prompt_ids must be a list of ints, a 1-D tensor, or a (B, T) "
-                f"tensor of equal-length prompts ({e})"
+                "prompt_ids must be a list of ints, a 1-D tensor, a list of "
+                f"prompts, or a (B, T) tensor of equal-length prompts ({e})"
             ) from None
     if idx.dtype.is_floating_point or idx.dtype.is_complex or (
         idx.dtype == torch.bool
@@ -186,23 +200,24 @@ def _as_batch(prompt_ids) -> tuple[Tensor, bool]:
 
 def _prepare(
     model, prompt_ids, eot_id: int | None, stop_ids: Iterable[int]
-) -> tuple[Tensor, bool, list[int]]:
+) -> tuple[Tensor, Tensor | None, bool | str, list[int]]:
+    """-> (idx (B, T) cropped, padding mask (B, T) or None, batched: False,
+    True or "list", stop ids)."""
     config = model.config
     vocab_size, block_size = config.vocab_size, config.block_size
-    idx, batched = _as_batch(prompt_ids)
-    if idx.size(1) == 0:
-        eot = eot_id if eot_id is not None else getattr(config, "eot_id", None)
-        if eot is None:
-            raise ValueError(
-                "the prompt is empty and no end-of-text id is known: pass "
-                "eot_id= (e.g. tokenizer.eot_id) to start from the "
-                "end-of-text token, or give at least one prompt token"
-            )
-        if not 0 <= eot < vocab_size:
-            raise ValueError(
-                f"eot_id={eot} is outside the vocabulary [0, {vocab_size})"
-            )
-        idx = torch.full((idx.size(0), 1), int(eot), dtype=torch.long)
+    if _is_prompt_list(prompt_ids):
+        rows = []
+        for p in prompt_ids:
+            row, nested = _as_batch(p)
+            if nested:
+                raise ValueError("a list of prompts holds lists of ints or "
+                                 "1-D tensors, one per prompt")
+            rows.append(_fill_empty(row, config, eot_id)[0])  # (T_i,)
+        idx, mask = _left_pad([r[-block_size:] for r in rows])
+        batched = "list"
+    else:
+        idx, batched = _as_batch(prompt_ids)
+        idx, mask = _fill_empty(idx, config, eot_id)[:, -block_size:], None
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= vocab_size:
         bad = lo if lo < 0 else hi
@@ -218,7 +233,38 @@ def _prepare(
             raise ValueError(
                 f"stop id {s} is outside the model's vocabulary [0, {vocab_size})"
             )
-    return idx[:, -block_size:], batched, stops
+    return idx, mask, batched, stops
+
+
+def _fill_empty(idx: Tensor, config, eot_id: int | None) -> Tensor:
+    """An empty prompt (B, 0) starts from the end-of-text token: (B, 1)."""
+    if idx.size(1) > 0:
+        return idx
+    eot = eot_id if eot_id is not None else getattr(config, "eot_id", None)
+    if eot is None:
+        raise ValueError(
+            "the prompt is empty and no end-of-text id is known: pass "
+            "eot_id= (e.g. tokenizer.eot_id) to start from the "
+            "end-of-text token, or give at least one prompt token"
+        )
+    if not 0 <= eot < config.vocab_size:
+        raise ValueError(
+            f"eot_id={eot} is outside the vocabulary [0, {config.vocab_size})"
+        )
+    return torch.full((idx.size(0), 1), int(eot), dtype=torch.long)
+
+
+def _left_pad(rows: list[Tensor]) -> tuple[Tensor, Tensor | None]:
+    """Prompts of different lengths -> (B, T) ids padded on the left, and the
+    (B, T) mask of real tokens (None when no row needed padding). On the
+    left, so that every row's next token is in the last column."""
+    t = max(len(r) for r in rows)
+    idx = torch.zeros(len(rows), t, dtype=torch.long)  # 0: any valid id
+    mask = torch.zeros(len(rows), t, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        idx[i, t - len(r):] = r
+        mask[i, t - len(r):] = True
+    return idx, None if bool(mask.all()) else mask
 
 
 # ---------------------------------------------------------------------------
@@ -228,13 +274,14 @@ def _prepare(
 def _steps(
     model, idx: Tensor, max_new_tokens: int, temperature: float,
     top_k: int | None, top_p: float | None, stops: list[int],
-    generator: torch.Generator | None, use_cache: bool,
+    generator, use_cache: bool, mask: Tensor | None = None,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, ``(B,)``, one step at a time.
 
-    ``idx`` is the cropped prompt ``(B, T)`` already on the model's device.
-    (The decorator switches autograd off around each step only, not in the
-    caller's code between steps.)
+    ``idx`` is the cropped prompt ``(B, T)`` already on the model's device;
+    ``mask`` (B, T), False at left padding, or None; ``generator``: one, or
+    a list of one per row. (The decorator switches autograd off around each
+    step only, not in the caller's code between steps.)
     """
     if max_new_tokens == 0:
         return
@@ -244,8 +291,16 @@ def _steps(
     cache = model.new_kv_cache(idx.size(0)) if use_cache else None
 
     def next_logits(ids: Tensor) -> Tensor:  # (B, T) -> (B, V), last position
-        out = model(ids) if cache is None else model(ids, kv_cache=cache)
+        padding = {} if mask is None else {"attention_mask": mask}
+        out = model(ids, **padding) if cache is None else \
+            model(ids, kv_cache=cache, **padding)
         return out[:, -1]
+
+    def pick(logits: Tensor) -> Tensor:  # (B, V) -> (B,)
+        if not isinstance(generator, list):
+            return sample_next(logits, temperature, top_k, top_p, generator)
+        return torch.cat([sample_next(logits[i : i + 1], temperature, top_k,
+                                      top_p, g) for i, g in enumerate(generator)])
 
     try:
         window = idx  # (B, <= block_size): the tokens the model sees
@@ -254,7 +309,7 @@ def _steps(
         finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         pad = torch.zeros_like(finished, dtype=torch.long)  # a row's stop id
         for step in range(max_new_tokens):
-            nxt = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+            nxt = pick(logits)  # (B,)
             if stops:
                 nxt = torch.where(finished, pad, nxt)
                 newly = torch.isin(nxt, stop_t) & ~finished
@@ -264,6 +319,8 @@ def _steps(
             if step == max_new_tokens - 1 or (stops and bool(finished.all())):
                 return
             window = torch.cat([window, nxt[:, None]], dim=1)[:, -block_size:]
+            if mask is not None:  # the new token is real in every row
+                mask = F.pad(mask, (0, 1), value=True)[:, -block_size:]
             if cache is None:
                 logits = next_logits(window)  # everything, every step
             elif cache.pos < block_size:
@@ -294,17 +351,32 @@ def _start(
         raise TypeError(
             f"{type(model).__name__} has no new_kv_cache(); pass use_cache=False"
         )
-    idx, batched, stops = _prepare(model, prompt_ids, eot_id, stop_ids)
+    idx, mask, batched, stops = _prepare(model, prompt_ids, eot_id, stop_ids)
     device = _model_device(model)
     generator = None
-    if seed is not None:
+    if batched == "list" and seed is not None:  # a generator per row
+        many = isinstance(seed, (list, tuple))
+        seeds = list(seed) if many else [seed] * len(idx)
+        if len(seeds) != len(idx):
+            raise ValueError(
+                f"seed is a list of {len(seeds)} but there are {len(idx)} "
+                "prompts: give one seed per prompt, or one int"
+            )
+        generator = [torch.Generator(device=device).manual_seed(int(s))
+                     for s in seeds]
+    elif seed is not None:
+        if isinstance(seed, (list, tuple)):
+            raise TypeError("seed must be an int (a list of seeds needs a "
+                            "list of prompts)")
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed))
+    if mask is not None:
+        mask = mask.to(device)
     steps = _steps(
         model, idx.to(device), max_new_tokens, temperature, top_k, top_p,
-        stops, generator, use_cache,
+        stops, generator, use_cache, mask,
     )
-    return steps, batched
+    return steps, batched, stops
 
 
 def stream(
@@ -316,19 +388,20 @@ def stream(
     top_k: int | None = None,
     top_p: float | None = None,
     stop_ids: Iterable[int] = (),
-    seed: int | None = None,
+    seed: int | list[int] | None = None,
     use_cache: bool = True,
     eot_id: int | None = None,
 ) -> Iterator[int] | Iterator[Tensor]:
     """Generate tokens one at a time, yielding each as soon as it exists.
 
     ``prompt_ids``: a list of ints or a 1-D tensor (one prompt; yields
-    ``int``), or a ``(B, T)`` tensor (or list of equal-length lists) of
-    prompts (yields ``(B,)`` int64 tensors). Arguments are checked when
+    ``int``), or a ``(B, T)`` tensor or a list of prompts of any lengths
+    (yields ``(B,)`` int64 tensors; a row that has stopped repeats its stop
+    token). Arguments are checked when
     ``stream`` is called, before the first token; they mean what they mean
     in :func:`generate`.
     """
-    steps, batched = _start(
+    steps, batched, stops = _start(
         model, prompt_ids, max_new_tokens, temperature, top_k, top_p,
         stop_ids, seed, use_cache, eot_id,
     )
@@ -344,14 +417,16 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     stop_ids: Iterable[int] = (),
-    seed: int | None = None,
+    seed: int | list[int] | None = None,
     use_cache: bool = True,
     eot_id: int | None = None,
-) -> list[int] | Tensor:
+) -> list[int] | list[list[int]] | Tensor:
     """Generate up to ``max_new_tokens`` tokens after ``prompt_ids``; return
     only the new ones: ``list[int]`` for one prompt (list or 1-D tensor), a
     ``(B, n)`` int64 tensor for a ``(B, T)`` batch (``n <= max_new_tokens``:
-    fewer when every row has hit a stop token).
+    fewer when every row has hit a stop token), and for a list of prompts
+    (any lengths) a list of ``list[int]``, each what that prompt alone gives
+    (each row ends at its own stop token; ``seed`` may be one per row).
 
     ``temperature=0`` is greedy; ``top_k``/``top_p`` filter the distribution
     (:func:`top_k_filter`, :func:`top_p_filter`); ``stop_ids`` end
@@ -360,7 +435,7 @@ def generate(
     much faster); ``eot_id`` is where an empty prompt starts. Out-of-range
     settings or token ids raise ``ValueError``.
     """
-    steps, batched = _start(
+    steps, batched, stops = _start(
         model, prompt_ids, max_new_tokens, temperature, top_k, top_p,
         stop_ids, seed, use_cache, eot_id,
     )
@@ -369,8 +444,20 @@ def generate(
         return [int(t) for t in rows]
     if not rows:
         n_prompts = len(prompt_ids)
-        return torch.empty(n_prompts, 0, dtype=torch.long)
-    return torch.stack(rows, dim=1).cpu()  # (B, n)
+        out = torch.empty(n_prompts, 0, dtype=torch.long)
+    else:
+        out = torch.stack(rows, dim=1).cpu()  # (B, n)
+    if batched == "list":
+        return [_until_stop(row.tolist(), stops) for row in out]
+    return out
+
+
+def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
+    """``ids`` up to and including the first stop id."""
+    for i, t in enumerate(ids):
+        if t in stops:
+            return ids[: i + 1]
+    return ids
 
 
 # ---------------------------------------------------------------------------

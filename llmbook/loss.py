@@ -28,12 +28,17 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     -log softmax(z)[y] = logsumexp(z) - z[y]; ``torch.logsumexp`` subtracts
     the maximum first, so a large logit cannot overflow exp. Positions whose
     target is ``ignore_index`` do not count (as in ``F.cross_entropy``).
+    float32 and float64 logits are computed in their own precision;
+    float16 and bfloat16 ones in float32 (the loss is a long sum of small
+    terms), which is also the result's dtype, as under autocast.
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
             " do not match: logits must be targets' shape plus a vocab axis")
-    z = logits.reshape(-1, logits.size(-1)).float()  # (N, V)
+    z = logits.reshape(-1, logits.size(-1))  # (N, V)
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
     y = targets.reshape(-1)  # (N,)
     if ignore_index is None:
         picked = z.gather(1, y[:, None]).squeeze(1)  # (N,)

@@ -16,7 +16,7 @@ Read top to bottom:
 Two architectures come out of the switches: GPT-2 (learned positions,
 LayerNorm, GELU, biases) and a modern one (RoPE, RMSNorm, SwiGLU, no biases,
 as in LLaMA). The forward pass returns logits only; the loss lives in
-``llmbook.train``.
+``llmbook.loss``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ MLPS = ("gelu", "swiglu")
 
 @dataclass
 class GPTConfig:
-    """Sizes and architecture of a GPT. The defaults are GPT-2 124M."""
+    """Sizes and architecture of a GPT. The defaults are GPT-2 124M.
+
+    ``mlp_hidden=None`` becomes ``mlp_hidden_rule(mlp, n_embd)`` when the
+    config is made (so ``dataclasses.replace(cfg, n_embd=...)`` keeps the old
+    width unless given ``mlp_hidden=None`` too). Configs saved before these
+    two fields existed load with their defaults, which are what those
+    models used.
+    """
 
     vocab_size: int = 50257  # number of token ids
     block_size: int = 1024  # longest sequence (context length)
@@ -56,6 +63,8 @@ class GPTConfig:
     norm: str = "layernorm"  # "layernorm" (GPT-2) or "rmsnorm" (LLaMA)
     mlp: str = "gelu"  # "gelu" (GPT-2) or "swiglu" (LLaMA)
     tie_weights: bool = True  # LM head shares the token-embedding matrix
+    mlp_hidden: int | None = None  # MLP hidden width H; None: mlp_hidden_rule
+    rope_base: float = 10000.0  # RoPE's base (LLaMA 3: 500,000)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -86,24 +95,28 @@ class GPTConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False; got "
                                  f"{getattr(self, name)!r}")
+        if self.mlp_hidden is None:  # resolved now: a config states its sizes
+            self.mlp_hidden = mlp_hidden_rule(self.mlp, self.n_embd)
+        h = self.mlp_hidden
+        if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
+            raise ValueError(
+                f"mlp_hidden must be a positive integer (or None for the "
+                f"default rule); got {h!r}"
+            )
+        base = self.rope_base
+        if isinstance(base, bool) or not isinstance(base, (int, float)) or not (
+            1.0 < base < math.inf
+        ):
+            raise ValueError(f"rope_base must be a number > 1; got {base!r}")
+        if self.positions != "rope" and base != 10000.0:
+            raise ValueError(
+                f"rope_base={base!r} has no effect with positions="
+                f"{self.positions!r}; use positions='rope' or leave rope_base"
+            )
 
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
-
-    @property
-    def mlp_hidden(self) -> int:
-        """Hidden width of the MLP.
-
-        GELU: 4 * n_embd (GPT-2), so the MLP has 2 matrices of 4 C^2 = 8 C^2.
-        SwiGLU has three matrices (gate, up, down) of C x H, 3 C H; choosing
-        H = 2/3 * 4 * C keeps the same 8 C^2 (Shazeer 2020; LLaMA). It is
-        rounded to the nearest multiple of 64 (at least 64), which matrix
-        kernels like: C = 256 gives H = 704, C = 768 gives 2048.
-        """
-        if self.mlp == "gelu":
-            return 4 * self.n_embd
-        return max(64, 64 * round(2 / 3 * 4 * self.n_embd / 64))
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "GPTConfig":
@@ -118,6 +131,22 @@ class GPTConfig:
                 f"unknown GPTConfig field(s) {unknown}; fields are {sorted(fields)}"
             )
         return cls(**{**PRESETS[name], **overrides})
+
+
+def mlp_hidden_rule(mlp: str, n_embd: int) -> int:
+    """The MLP's hidden width H when ``GPTConfig.mlp_hidden`` is None.
+
+    GELU: 4 * n_embd (GPT-2), so the MLP has 2 matrices of 4 C^2 = 8 C^2.
+    SwiGLU has three matrices (gate, up, down) of C x H, 3 C H; choosing
+    H = 2/3 * 4 * C keeps the same 8 C^2 (Shazeer 2020; LLaMA). It is
+    rounded to the nearest multiple of 64 (at least 64), which matrix
+    kernels like: C = 256 gives H = 704, C = 768 gives 2048. Models trained
+    elsewhere round otherwise (LLaMA-style 1344 for C = 512): set
+    ``mlp_hidden`` to load them.
+    """
+    if mlp == "gelu":
+        return 4 * n_embd
+    return max(64, 64 * round(2 / 3 * 4 * n_embd / 64))
 
 
 _GPT2 = dict(positions="learned", norm="layernorm", mlp="gelu", bias=True,
@@ -211,8 +240,8 @@ class Block(nn.Module):
         self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, rope=None, kv_cache=None):
-        x = x + self.attn(self.ln_1(x), rope, kv_cache)  # (B, T, C)
+    def forward(self, x, rope=None, kv_cache=None, mask=None, positions=None):
+        x = x + self.attn(self.ln_1(x), rope, kv_cache, mask, positions)
         return x + self.mlp(self.ln_2(x))  # (B, T, C)
 
 
@@ -234,7 +263,8 @@ class GPT(nn.Module):
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
             self.wpe = None
-            cos, sin = precompute_rope(config.head_size, config.block_size)
+            cos, sin = precompute_rope(config.head_size, config.block_size,
+                                       config.rope_base)
             # not persistent: recomputed on load, absent from checkpoints
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
@@ -262,37 +292,111 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(
-        self, idx: torch.Tensor, kv_cache: KVCache | None = None
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """idx: (B, T) integer token ids -> logits (B, T, vocab_size).
 
         With ``kv_cache`` (from ``new_kv_cache``), idx holds the new tokens
         at positions ``kv_cache.pos ... kv_cache.pos + T - 1``; their keys and
         values are appended and ``kv_cache.pos`` advances by T.
+        ``attention_mask`` and ``position_ids``: see ``hidden_states``.
         """
-        return self.lm_head(self.hidden_states(idx, kv_cache))  # (B, T, V)
+        h = self.hidden_states(idx, kv_cache, attention_mask, position_ids)
+        return self.lm_head(h)  # (B, T, V)
 
     def hidden_states(
-        self, idx: torch.Tensor, kv_cache: KVCache | None = None
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The forward pass without the LM head: idx (B, T) -> (B, T, C), the
-        final norm's output. Training fuses the head with the loss on it."""
+        final norm's output. Training fuses the head with the loss on it.
+
+        ``attention_mask``: (B, T_k) with T_k = cached + new positions, True
+        (or 1) for real tokens and False (0) for padding, which no query
+        attends to; or a (B, [nh,] T, T_k) boolean mask of what each query
+        may attend to. Either is combined with causality. A padding mask
+        also gives each row its own positions (its real tokens count from 0,
+        as for the prompt alone), unless ``position_ids`` (B, T) are given.
+        """
         self._check_input(idx, kv_cache)
         B, T = idx.shape
         offset = kv_cache.pos if kv_cache is not None else 0
+        mask, pos = self._mask_and_positions(attention_mask, position_ids,
+                                             B, T, offset)
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            pos = torch.arange(offset, offset + T, device=idx.device)  # (T,)
-            x = x + self.wpe(pos)  # (B, T, C) + (T, C)
-            rope = None
+            if pos is None:
+                pos = torch.arange(offset, offset + T, device=idx.device)  # (T,)
+            x = x + self.wpe(pos)  # (B, T, C) + (T, C) or (B, T, C)
+            rope, pos = None, None
         else:
             rope = (self.rope_cos, self.rope_sin)  # used inside attention
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x, rope, kv_cache)  # (B, T, C)
+            x = block(x, rope, kv_cache, mask, pos)  # (B, T, C)
         if kv_cache is not None:
             kv_cache.advance(T)
         return self.ln_f(x)  # (B, T, C)
+
+    def _mask_and_positions(self, attention_mask, position_ids, B, T, offset):
+        """(mask for attention, broadcastable to (B, nh, T, T_k), or None;
+        positions (B, T) or (T,), or None: offset .. offset + T - 1)."""
+        t_k = offset + T
+        mask = attention_mask
+        if mask is not None:
+            if not isinstance(mask, torch.Tensor) or mask.dtype.is_floating_point:
+                raise TypeError(
+                    "attention_mask must be a boolean (or 0/1 integer) tensor, "
+                    "True = a real token / may attend"
+                )
+            mask = mask.to(self.wte.weight.device) != 0
+            if mask.dim() == 2:
+                if tuple(mask.shape) != (B, t_k):
+                    raise ValueError(
+                        f"a padding mask is (B, cached + new positions) = "
+                        f"({B}, {t_k}); got {tuple(mask.shape)}"
+                    )
+                if position_ids is None:  # count each row's real tokens
+                    position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
+                    position_ids = position_ids[:, -T:]  # (B, T)
+                mask = mask[:, None, None, :]  # (B, 1, 1, T_k): every query, head
+            elif mask.dim() in (3, 4):
+                mask = mask[:, None] if mask.dim() == 3 else mask
+                if tuple(mask.shape[-2:]) != (T, t_k) or mask.size(0) not in (1, B):
+                    raise ValueError(
+                        f"an attention mask is (B, [nh,] T, T_k) = ({B}, .., {T}, "
+                        f"{t_k}); got {tuple(attention_mask.shape)}"
+                    )
+            else:
+                raise ValueError(
+                    "attention_mask must be (B, T_k) (padding) or (B, [nh,] T, "
+                    f"T_k); got shape {tuple(mask.shape)}"
+                )
+        if position_ids is not None:
+            pos = position_ids
+            if not isinstance(pos, torch.Tensor) or pos.dtype.is_floating_point \
+                    or pos.dtype == torch.bool:
+                raise TypeError("position_ids must be an integer tensor")
+            if tuple(pos.shape) not in ((B, T), (T,)):
+                raise ValueError(
+                    f"position_ids must be (B, T) = ({B}, {T}) or (T,); got "
+                    f"{tuple(pos.shape)}"
+                )
+            if not 0 <= int(pos.min()) <= int(pos.max()) < self.config.block_size:
+                raise ValueError(
+                    f"position_ids must be in 0 .. block_size - 1 = "
+                    f"{self.config.block_size - 1}; got {int(pos.min())} .. "
+                    f"{int(pos.max())}"
+                )
+            position_ids = pos.to(self.wte.weight.device)
+        return mask, position_ids
 
     def _check_input(self, idx, kv_cache) -> None:
         cfg = self.config

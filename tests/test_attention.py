@@ -248,3 +248,150 @@ def test_sdpa_scale_is_one_over_sqrt_head_size():
     q, k = torch.randn(4000, hs), torch.randn(4000, hs)
     scores = (q * k).sum(-1) / math.sqrt(hs)
     assert 0.9 < scores.var().item() < 1.1
+
+
+# -- boolean masks ---------------------------------------------------------------
+#
+# Against F.scaled_dot_product_attention with the same boolean mask (causality
+# folded in), in float64 so that agreement is to 1e-12, not to float32 noise.
+# Rows with no allowed key: SDPA returns zeros (PyTorch >= 2.5); so do ours.
+
+
+def random_mask(shape, seed, empty_rows=True):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(shape, generator=g) > 0.4
+    if empty_rows and len(shape) >= 2 and shape[-2] > 1:
+        mask[..., 1, :] = False  # a query that may attend to nothing
+    return mask
+
+
+def qkv64(lead, t_q, t_k, hs=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(*lead, t_q, hs, generator=g, dtype=torch.float64)
+    k = torch.randn(*lead, t_k, hs, generator=g, dtype=torch.float64)
+    v = torch.randn(*lead, t_k, hs, generator=g, dtype=torch.float64)
+    return q, k, v
+
+
+MASK_CASES = [
+    # (leading dims of q, k, v), T_q, T_k, mask shape
+    ((2, 3), 5, 5, (5, 5)),  # 4-D tensors, one pattern for all
+    ((2, 3), 5, 5, (2, 1, 5, 5)),  # per row, shared by heads
+    ((2, 3), 5, 5, (2, 3, 5, 5)),  # per row and head
+    ((2, 3), 4, 7, (2, 1, 1, 7)),  # padding over keys, cached keys
+    ((2, 3), 1, 7, (2, 1, 1, 7)),  # one new query
+    ((6,), 5, 5, (6, 5, 5)),  # 3-D tensors (B * nh, T, hs)
+    ((6,), 3, 6, (1, 3, 6)),  # 3-D, fewer queries than keys
+]
+
+
+@pytest.mark.parametrize("lead, t_q, t_k, mshape", MASK_CASES)
+@pytest.mark.parametrize("causal", [True, False])
+def test_masked_attention_equals_sdpa(lead, t_q, t_k, mshape, causal):
+    q, k, v = qkv64(lead, t_q, t_k)
+    mask = random_mask(mshape, seed=len(mshape) + t_q)
+    full = mask & causal_mask(t_q, t_k) if causal else mask
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=full)
+    for attend in (causal_attention, fused_causal_attention):
+        ours = attend(q, k, v, mask=mask, causal=causal)
+        assert ours.shape == ref.shape and ours.dtype == torch.float64
+        torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+        empty = ~full.any(-1)  # (.., T_q): queries that see no key
+        if empty.any():
+            assert (ours.masked_select(empty[..., None]) == 0).all()
+
+
+def test_masked_attention_float32_paths_agree():
+    q, k, v = qkv(B=2, nh=3, T=6)
+    mask = random_mask((2, 1, 6, 6), seed=3)
+    ref = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask & causal_mask(6, 6))
+    for attend in (causal_attention, fused_causal_attention):
+        torch.testing.assert_close(attend(q, k, v, mask=mask), ref,
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_an_all_true_mask_changes_nothing():
+    q, k, v = qkv(T=6)
+    ones = torch.ones(6, 6, dtype=torch.bool)
+    for attend in (causal_attention, fused_causal_attention):
+        torch.testing.assert_close(attend(q, k, v, mask=ones), attend(q, k, v),
+                                   atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("attend", [causal_attention, fused_causal_attention])
+def test_fully_masked_rows_give_zeros_and_finite_gradients(attend):
+    q, k, v = (t.requires_grad_() for t in qkv64((2, 2), 4, 4))
+    mask = torch.ones(2, 1, 4, 4, dtype=torch.bool)
+    mask[0, :, 2] = False  # row 0, query 2 sees nothing
+    mask[1, :, :, 0] = False  # key 0 hidden: query 0 of row 1 sees nothing
+    out = attend(q, k, v, mask=mask)
+    assert torch.isfinite(out).all()
+    assert (out[0, :, 2] == 0).all() and (out[1, :, 0] == 0).all()
+    (out * torch.randn_like(out)).sum().backward()
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all()
+    assert (q.grad[0, :, 2] == 0).all()  # nothing flows through an empty row
+
+
+def test_masked_attention_gradients_equal_sdpa():
+    q, k, v = qkv64((2, 2), 5, 5)
+    mask = random_mask((2, 1, 5, 5), seed=7)
+    full = mask & causal_mask(5, 5)
+    grads = []
+    for fn in (lambda *a: causal_attention(*a, mask=mask),
+               lambda *a: fused_causal_attention(*a, mask=mask),
+               lambda *a: F.scaled_dot_product_attention(*a, attn_mask=full)):
+        x = [t.clone().requires_grad_() for t in (q, k, v)]
+        fn(*x).pow(2).sum().backward()
+        grads.append([t.grad for t in x])
+    for ours in grads[:2]:
+        for a, b in zip(ours, grads[2]):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+def test_mask_errors_say_what_is_wrong():
+    q, k, v = qkv(T=4)
+    for attend in (causal_attention, fused_causal_attention):
+        with pytest.raises(TypeError, match="mask must be boolean"):
+            attend(q, k, v, mask=torch.zeros(4, 4))
+        with pytest.raises(ValueError, match=r"does not broadcast to .*4, 4"):
+            attend(q, k, v, mask=torch.ones(3, 4, dtype=torch.bool))
+        with pytest.raises(ValueError, match="T_q <= T_k"):
+            attend(*qkv(T=5, t_k=3))
+
+
+def test_rope_at_positions_equals_rope_at_offsets():
+    cos, sin = precompute_rope(8, 16)
+    x = torch.randn(3, 2, 5, 8)  # (B, nh, T, hs)
+    offsets = [0, 4, 11]
+    positions = torch.stack([torch.arange(o, o + 5) for o in offsets])  # (B, T)
+    rows = apply_rope(x, cos, sin, positions=positions)
+    for b, o in enumerate(offsets):
+        assert torch.equal(rows[b], apply_rope(x[b], cos, sin, offset=o))
+    same = apply_rope(x, cos, sin, positions=torch.arange(2, 7))  # (T,)
+    assert torch.equal(same, apply_rope(x, cos, sin, offset=2))
+    with pytest.raises(ValueError, match="tables cover positions 0..15"):
+        apply_rope(x, cos, sin, positions=positions + 5)
+    with pytest.raises(ValueError, match=r"positions must be \(T,\) or \(B, T\)"):
+        apply_rope(x, cos, sin, positions=torch.arange(4))
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_module_with_padding_mask_fast_and_written_out_agree(positions):
+    cfg, attn = tiny_attention(positions=positions)
+    attn.eval()
+    rope = precompute_rope(cfg.head_size, cfg.block_size)
+    rope = rope if positions == "rope" else None
+    x = torch.randn(2, 6, cfg.n_embd)
+    keep = torch.tensor([[False, False, True, True, True, True], [True] * 6])
+    mask = keep[:, None, None, :]  # (B, 1, 1, T)
+    pos = (keep.long().cumsum(-1) - 1).clamp(min=0)  # (B, T)
+    outs = []
+    for fast in (True, False):
+        attn.fast = fast
+        outs.append(attn(x, rope, mask=mask, positions=pos))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    # row 0's real tokens, left-padded by 2, as if alone
+    alone = attn(x[:1, 2:], rope)
+    torch.testing.assert_close(outs[0][:1, 2:], alone, atol=1e-5, rtol=1e-5)

@@ -212,7 +212,47 @@ def test_batched_prompts_match_one_at_a_time(model):
     assert torch.equal(torch.stack(steps, 1), out[:, :4])
     assert generate(model, prompts, 0).shape == (3, 0)
     as_lists = generate(model, prompts.tolist(), 25, temperature=0)
-    assert torch.equal(as_lists, out)
+    assert as_lists == out.tolist()  # a list of prompts: a list of results
+
+
+# Prompts of different lengths: lengths 1 .. 20 against block_size 16, so
+# that some are cropped, and 25 new tokens, so that every row runs past the
+# window (the cache refills) at a different step.
+RAGGED = [[7], [1, 2, 3], list(range(10, 30)), [5, 4, 3, 2, 1, 0, 9, 8, 7],
+          list(range(3, 19))]
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_prompts_of_different_lengths_equal_each_prompt_alone(model, use_cache):
+    kw = dict(use_cache=use_cache, eot_id=0)
+    prompts = RAGGED + [[]]  # an empty prompt starts from eot_id
+    greedy = generate(model, prompts, 25, temperature=0, **kw)
+    assert greedy == [generate(model, p, 25, temperature=0, **kw)
+                      for p in prompts]
+    assert greedy[0] == reference_greedy(model, [7], 25)
+    sample = dict(temperature=0.9, top_k=40, top_p=0.95, **kw)
+    seeds = [11, 12, 13, 14, 15, 16]
+    rows = generate(model, prompts, 25, seed=seeds, **sample)
+    assert rows == [generate(model, p, 25, seed=s, **sample)
+                    for p, s in zip(prompts, seeds)]
+    # one int seeds every row alike: each equals that prompt with that seed
+    rows = generate(model, prompts, 25, seed=5, **sample)
+    assert rows == [generate(model, p, 25, seed=5, **sample) for p in prompts]
+    # 1-D tensors as prompts; a stop token ends each row where it would alone
+    stop = greedy[2][3]
+    tensors = [torch.tensor(p) for p in RAGGED]
+    stopped = generate(model, tensors, 25, temperature=0, stop_ids=[stop], **kw)
+    assert stopped == [generate(model, p, 25, temperature=0, stop_ids=[stop],
+                                **kw) for p in RAGGED]
+    assert stopped[2] == greedy[2][: greedy[2].index(stop) + 1]
+
+
+def test_prompts_of_different_lengths_stream_as_a_batch(model):
+    steps = list(stream(model, RAGGED, 6, temperature=0))
+    assert [s.shape for s in steps] == [(len(RAGGED),)] * 6
+    rows = torch.stack(steps, 1).tolist()
+    assert rows == generate(model, RAGGED, 6, temperature=0)
+    assert generate(model, RAGGED, 0) == [[]] * len(RAGGED)
 
 
 def test_stop_ids_end_generation_and_are_included(model):
@@ -275,8 +315,12 @@ def test_bad_arguments_say_what_is_wrong():
         generate(model, torch.tensor([[1, -1]]), 5)
     with pytest.raises(ValueError, match="1-D .* or 2-D"):
         generate(model, torch.zeros(1, 1, 2, dtype=torch.long), 5)
-    with pytest.raises(ValueError, match="equal-length"):
-        generate(model, [[1, 2], [3]], 5)
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate(model, [[[1, 2]], [3]], 5)
+    with pytest.raises(ValueError, match="seed is a list of 1 but there are 2"):
+        generate(model, [[1, 2], [3]], 5, seed=[1])
+    with pytest.raises(TypeError, match="a list of seeds needs a list"):
+        generate(model, [1, 2], 5, seed=[1])
     with pytest.raises(TypeError, match="integer token ids"):
         generate(model, torch.tensor([1.0, 2.0]), 5)
     with pytest.raises(TypeError, match="encode the prompt"):

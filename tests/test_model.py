@@ -395,3 +395,157 @@ def test_state_dict_round_trip():
     idx = ids(model.config)
     with torch.no_grad():
         torch.testing.assert_close(fresh(idx), model(idx))
+
+
+# -- sizes a reader can set --------------------------------------------------------
+
+
+def test_mlp_hidden_and_rope_base_can_be_set():
+    cfg = GPTConfig.preset("book", n_embd=512, n_head=8, mlp_hidden=1344,
+                           rope_base=500000.0)
+    model = GPT(cfg)
+    mlp = model.blocks[0].mlp
+    assert mlp.c_fc.weight.shape == (2 * 1344, 512)  # gate and up, fused
+    assert mlp.c_proj.weight.shape == (512, 1344)
+    hs = cfg.head_size
+    theta = 500000.0 ** (-2.0 * torch.arange(hs // 2) / hs)
+    angles = torch.arange(cfg.block_size)[:, None] * theta  # (T, hs/2)
+    torch.testing.assert_close(model.rope_cos, angles.cos())
+    torch.testing.assert_close(model.rope_sin, angles.sin())
+    assert GPTConfig(mlp_hidden=1000).mlp_hidden == 1000  # GELU too
+    gelu = GPT(GPTConfig.preset("tiny", mlp_hidden=48)).blocks[0].mlp
+    assert gelu.c_fc.weight.shape == (48, 32)
+
+
+def test_default_sizes_are_the_old_rule_and_old_configs_still_load():
+    from llmbook.model import mlp_hidden_rule
+
+    book = GPTConfig.preset("book")
+    assert book.mlp_hidden == mlp_hidden_rule("swiglu", 256) == 704
+    assert book.rope_base == 10000.0
+    # a config saved before the two fields existed
+    old = {k: v for k, v in vars(book).items()
+           if k not in ("mlp_hidden", "rope_base")}
+    assert GPTConfig(**old) == book
+    explicit = GPTConfig.preset("book", mlp_hidden=704, rope_base=10000.0)
+    a, b = (GPT(c) for c in (book, explicit))
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.rope_cos, b.rope_cos)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(mlp_hidden=0), "mlp_hidden must be a positive integer"),
+    (dict(mlp_hidden=64.0), "mlp_hidden must be a positive integer"),
+    (dict(mlp_hidden=True), "mlp_hidden must be a positive integer"),
+    (dict(rope_base=1.0, positions="rope"), "rope_base must be a number > 1"),
+    (dict(rope_base=float("inf"), positions="rope"), "rope_base must be"),
+    (dict(rope_base="1e4", positions="rope"), "rope_base must be a number"),
+    (dict(rope_base=5e5), "rope_base=500000.0 has no effect with positions"),
+])
+def test_invalid_sizes(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        GPTConfig.preset("tiny", **overrides)
+
+
+# -- padding masks and positions -----------------------------------------------------
+
+
+def left_pad(rows, pad_id=0):
+    t = max(len(r) for r in rows)
+    idx = torch.tensor([[pad_id] * (t - len(r)) + r for r in rows])
+    mask = torch.tensor([[False] * (t - len(r)) + [True] * len(r) for r in rows])
+    return idx, mask
+
+
+@pytest.mark.parametrize("arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_left_padded_rows_equal_each_prompt_alone(arch, fast):
+    model = tiny(**arch).eval().set_fast_attention(fast)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, 64, (n,), generator=g).tolist() for n in (9, 3, 16)]
+    idx, mask = left_pad(rows, pad_id=5)
+    with torch.no_grad():
+        out = model(idx, attention_mask=mask)  # (B, T, V)
+        assert torch.isfinite(out).all()  # padding queries too
+        for i, r in enumerate(rows):
+            alone = model(torch.tensor([r]))[0]  # (T_i, V)
+            torch.testing.assert_close(out[i, -len(r):], alone,
+                                       atol=1e-5, rtol=1e-5)
+        # 0/1 integers as in Hugging Face work the same
+        torch.testing.assert_close(model(idx, attention_mask=mask.long()), out)
+
+
+@pytest.mark.parametrize("arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"])
+@pytest.mark.parametrize("fast", [True, False])
+def test_kv_cache_with_padding_mask_matches_full_forward(arch, fast):
+    model = tiny(**arch).eval().set_fast_attention(fast)
+    rows = [[3, 1, 4, 1, 5, 9, 2, 6], [5, 3], [5, 8, 9, 7, 9]]
+    idx, mask = left_pad(rows)
+    with torch.no_grad():
+        full = model(idx, attention_mask=mask)
+        cache = model.new_kv_cache(3)
+        parts = []
+        for a, b in [(0, 5), (5, 6), (6, 8)]:
+            parts.append(model(idx[:, a:b], kv_cache=cache,
+                               attention_mask=mask[:, :b]))
+        got = torch.cat(parts, 1)
+    torch.testing.assert_close(got[mask], full[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_default_path_is_the_unmasked_one():
+    # no mask and an all-True mask: the same logits (different kernels)
+    for arch in (GPT2_STYLE, BOOK_STYLE):
+        model = tiny(**arch).eval()
+        idx = ids(model.config, B=2, T=10)
+        ones = torch.ones(2, 10, dtype=torch.bool)
+        with torch.no_grad():
+            torch.testing.assert_close(model(idx, attention_mask=ones),
+                                       model(idx), atol=1e-5, rtol=1e-5)
+            pos = torch.arange(10).expand(2, 10)
+            torch.testing.assert_close(model(idx, position_ids=pos), model(idx),
+                                       atol=1e-6, rtol=1e-6)
+
+
+def test_a_full_attention_mask_and_explicit_positions():
+    # a (B, T, T) mask that only allows the diagonal: each token alone
+    model = tiny(**BOOK_STYLE).eval()
+    idx = ids(model.config, B=2, T=6)
+    diag = torch.eye(6, dtype=torch.bool).expand(2, 6, 6)
+    with torch.no_grad():
+        out = model(idx, attention_mask=diag, position_ids=torch.zeros(
+            2, 6, dtype=torch.long))
+        alone = torch.stack([model(idx[:, t : t + 1])[:, 0] for t in range(6)], 1)
+    torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_mask_matches_hf_gpt2():
+    # Hugging Face's GPT-2 with the same mask and position ids
+    hf = hf_tiny()
+    model = GPT.from_hf_gpt2(hf).eval()
+    idx, mask = left_pad([[5, 6, 7, 8, 9, 10], [11, 12, 13]])
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        ref = hf(idx, attention_mask=mask.long(), position_ids=pos).logits
+        ours = model(idx, attention_mask=mask)
+    torch.testing.assert_close(ours[mask], ref[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_mask_and_position_errors():
+    model = tiny().eval()
+    idx = ids(model.config, B=2, T=5)
+    cases = [
+        (dict(attention_mask=torch.ones(2, 4)), TypeError, "boolean"),
+        (dict(attention_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError,
+         r"padding mask is \(B, cached \+ new positions\) = \(2, 5\)"),
+        (dict(attention_mask=torch.ones(2, 5, 4, dtype=torch.bool)), ValueError,
+         r"attention mask is \(B, \[nh,\] T, T_k\)"),
+        (dict(attention_mask=torch.ones(5, dtype=torch.bool)), ValueError,
+         "must be"),
+        (dict(position_ids=torch.arange(5.0)), TypeError, "integer tensor"),
+        (dict(position_ids=torch.arange(4)), ValueError, r"\(B, T\) = \(2, 5\)"),
+        (dict(position_ids=torch.arange(14, 19)), ValueError,
+         "position_ids must be in 0 .. block_size - 1 = 15"),
+    ]
+    for kwargs, error, message in cases:
+        with pytest.raises(error, match=message):
+            model(idx, **kwargs)

@@ -63,6 +63,39 @@ def test_cross_entropy_gradient_and_ignore_index():
     assert torch.allclose(a.grad, b.grad, atol=1e-7)
 
 
+def test_cross_entropy_keeps_float64_and_computes_half_types_in_float32():
+    torch.manual_seed(3)
+    logits = torch.randn(4, 7, 13, dtype=torch.float64) * 5  # (B, T, V)
+    targets = torch.randint(0, 13, (4, 7))
+    targets[1, 2:] = -100
+    for ignore in (None, -100):
+        kw = {} if ignore is None else dict(ignore_index=ignore)
+        y = targets.clamp(min=0) if ignore is None else targets
+        ours = cross_entropy(logits, y, **kw)
+        ref = F.cross_entropy(logits.flatten(0, 1), y.flatten(), **kw)
+        assert ours.dtype == torch.float64
+        torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    a = logits.clone().requires_grad_()
+    cross_entropy(a, targets, ignore_index=-100).backward()
+    b = logits.clone().requires_grad_()
+    F.cross_entropy(b.flatten(0, 1), targets.flatten(), ignore_index=-100
+                    ).backward()
+    assert a.grad.dtype == torch.float64
+    torch.testing.assert_close(a.grad, b.grad, atol=1e-12, rtol=1e-12)
+    y = targets.clamp(min=0)
+    for half in (torch.float16, torch.bfloat16):
+        z = logits.to(half)
+        ours = cross_entropy(z, y)
+        assert ours.dtype == torch.float32  # as F.cross_entropy under autocast
+        ref = F.cross_entropy(z.float().flatten(0, 1), y.flatten())
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = F.cross_entropy(z.flatten(0, 1), y.flatten())
+        assert auto.dtype == torch.float32
+    f32 = logits.float()
+    assert torch.equal(cross_entropy(f32, y), cross_entropy(f32.float(), y))
+
+
 def test_cross_entropy_shape_mismatch():
     with pytest.raises(ValueError, match="do not match"):
         cross_entropy(torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
@@ -411,3 +444,97 @@ def test_book_checkpoint_is_cached_and_loads(tmp_path, monkeypatch):
     state = load_checkpoint(path, restore_rng=False)
     assert state["train_config"] == TrainConfig.preset(
         "smoke", out_dir=str(tmp_path / "smoke")).__dict__
+
+
+# -- checkpoints: paths and file objects -------------------------------------------
+
+
+def _saved(target, modern=True):
+    from llmbook.checkpoint import save_checkpoint
+    from llmbook.tokenizer import Tokenizer
+
+    tok = Tokenizer({i: bytes([i]) for i in range(256)}, [])
+    model = tiny_gpt(modern)
+    opt = AdamW(param_groups(model, 0.1), lr=1e-3)
+    model(torch.randint(0, 64, (2, 8))).sum().backward()
+    opt.step()
+    out = save_checkpoint(target, model, opt, TrainConfig.preset("smoke"), tok,
+                          step=3)
+    return model, opt, out
+
+
+def test_checkpoint_round_trip_through_bytesio():
+    import io
+
+    buf = io.BytesIO()
+    model, opt, out = _saved(buf)
+    assert out is buf and not buf.closed
+    buf.seek(0)
+    fresh = tiny_gpt(True, seed=1)
+    fresh_opt = AdamW(param_groups(fresh, 0.1), lr=1e-3)
+    state = load_checkpoint(buf, fresh, fresh_opt, restore_rng=False)
+    assert state["step"] == 3
+    for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"],
+                       fresh_opt.state_dict()["state"][0]["exp_avg"])
+    buf.seek(0)
+    loaded, tok = load_model(buf)
+    idx = torch.randint(0, 64, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(loaded(idx), model.eval()(idx))
+    assert tok.vocab_size == 256
+
+
+def test_checkpoint_through_an_opened_file_and_a_path(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    with open(path, "wb") as f:
+        model, _, _ = _saved(f)
+    with open(path, "rb") as f:
+        loaded, _ = load_model(f)
+    assert torch.equal(loaded.wte.weight, model.wte.weight)
+    assert _saved(tmp_path / "p.pt")[2] == tmp_path / "p.pt"
+    assert torch.equal(load_model(str(tmp_path / "p.pt"))[0].wte.weight,
+                       model.wte.weight)
+    import io
+    with pytest.raises(ValueError, match="is not an llmbook checkpoint"):
+        buf = io.BytesIO()
+        torch.save(torch.zeros(2), buf)
+        buf.seek(0)
+        load_checkpoint(buf)
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_saving_to_a_path_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    model, _, _ = _saved(path)
+    before = path.read_bytes()
+
+    def dies(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # a kill in the middle of writing
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        _saved(path)
+    assert path.read_bytes() == before  # the old checkpoint, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+def test_checkpoints_without_the_new_config_fields_still_load():
+    # written before GPTConfig had mlp_hidden and rope_base
+    import io
+
+    buf = io.BytesIO()
+    model, _, _ = _saved(buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    for key in ("mlp_hidden", "rope_base"):
+        del state["model_config"][key]
+    old = io.BytesIO()
+    torch.save(state, old)
+    old.seek(0)
+    loaded, _ = load_model(old)
+    assert loaded.config == model.config
+    assert torch.equal(loaded.lm_head.weight, model.lm_head.weight)
