@@ -1,15 +1,25 @@
-"""Every chapter runs top to bottom with the seconds-long "smoke" profile.
+"""Every chapter runs top to bottom outside the repository, from an installed
+wheel, with the seconds-long "smoke" profile; and with the "gpu" profile's
+settings (on the CPU, a couple of training steps), so that a typo in a
+chapter's gpu branch cannot hide until a reader with a GPU finds it.
 
 The stored outputs of the "book" profile are checked separately by nbval
 (`pytest --nbval`), which re-executes each notebook and compares.
 """
 
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 
 import papermill
 import pytest
 
-BOOK = Path(__file__).resolve().parent.parent / "book"
+ROOT = Path(__file__).resolve().parent.parent
+BOOK = ROOT / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 
 
@@ -17,14 +27,74 @@ def test_every_notebook_is_found():
     assert NOTEBOOKS, f"no notebooks in {BOOK}"
 
 
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory):
+    """A virtual environment outside the checkout with llmbook installed
+    from a freshly built wheel. Its other packages are this environment's
+    (a .pth file points at them; .pth files there are not run, so the
+    editable install of llmbook is invisible), which saves installing a
+    second copy of torch."""
+    work = tmp_path_factory.mktemp("wheel")
+    assert ROOT not in work.parents
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                    "--no-build-isolation", "-w", str(work / "dist"),
+                    str(ROOT)], check=True)
+    (wheel,) = (work / "dist").glob("llmbook-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "llmbook/book_band.json" in names  # package data ships
+    assert not any(n.startswith(("book/", "tests/", "benchmarks/"))
+                   for n in names)
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                   check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run(
+        [str(python), "-c",
+         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--target", str(site), str(wheel)], check=True)
+    (site / "_llmbook_test_deps.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n")
+    where = subprocess.run(
+        [str(python), "-c", "import llmbook; print(llmbook.__file__)"],
+        check=True, capture_output=True, text=True, cwd=work).stdout.strip()
+    assert Path(where).is_relative_to(site), where
+    notebooks = work / "notebooks"
+    notebooks.mkdir()
+    for nb in NOTEBOOKS:
+        shutil.copy(nb, notebooks / nb.name)
+    return python, notebooks
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_with_smoke_profile(notebook, tmp_path):
+def test_notebook_runs_from_an_installed_wheel(notebook, wheel_env):
+    python, notebooks = wheel_env
+    out = notebooks / f"out-{notebook.name}"
+    # papermill in the wheel's environment: its kernel is that python
+    run = subprocess.run(
+        [str(python), "-m", "papermill", notebook.name, out.name,
+         "-p", "profile", "smoke", "--cwd", str(notebooks),
+         "--no-progress-bar"],
+        cwd=notebooks, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    cells = json.loads(out.read_text())["cells"]
+    assert all(o.get("output_type") != "error"
+               for c in cells for o in c.get("outputs", []))
+
+
+# The gpu profile's settings on the CPU: the chapters that train take a
+# max_steps parameter, so two steps exercise the same code.
+GPU_STEPS = {"05_training": 2, "06_generation": 2}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_with_the_gpu_settings(notebook, tmp_path):
+    params = {"profile": "gpu", "device": "cpu"}
+    if notebook.stem in GPU_STEPS:
+        params["max_steps"] = GPU_STEPS[notebook.stem]
     papermill.execute_notebook(
-        str(notebook),
-        str(tmp_path / notebook.name),
-        parameters={"profile": "smoke"},
-        kernel_name="python3",
-        cwd=str(BOOK),
-        progress_bar=False,
-    )
+        str(notebook), str(tmp_path / notebook.name), parameters=params,
+        kernel_name="python3", cwd=str(BOOK), progress_bar=False)
