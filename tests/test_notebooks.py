@@ -36,9 +36,14 @@ def wheel_env(tmp_path_factory):
     second copy of torch."""
     work = tmp_path_factory.mktemp("wheel")
     assert ROOT not in work.parents
+    source = work / "source"  # a copy: building writes build/ next to it
+    shutil.copytree(ROOT / "llmbook", source / "llmbook",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
                     "--no-build-isolation", "-w", str(work / "dist"),
-                    str(ROOT)], check=True)
+                    str(source)], check=True)
     (wheel,) = (work / "dist").glob("llmbook-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "llmbook/book_band.json" in names  # package data ships
