@@ -177,7 +177,10 @@ def open_page(browser, url):
     )
     first_blocked = len(browser.blocked)
     response = page.goto(url, wait_until="load")
-    assert response is not None and response.ok, f"{url}: HTTP error"
+    status = response.status if response is not None else "no response"
+    assert response is not None and response.ok, (
+        f"{url}: HTTP {status} (is the built site older than _toc.yml?)"
+    )
     return page, errors, browser.blocked, first_blocked
 
 
