@@ -18,7 +18,8 @@ reads top to bottom like the book:
 - ``train``       the training command line; every training name re-exported
 - ``decode``      fast decoding: a static KV cache, one-pass prefill, compiled
 - ``quantize``    smaller weights: bfloat16, int8 weight-only quantization
-- ``speculative`` speculative decoding: a draft model guesses, the target checks
+- ``speculative`` speculative decoding: a draft model guesses, the target
+  checks
 - ``manual_grad`` appendix A: backpropagation by hand, checked against autograd
 - ``exercises``   appendix B: checks for the coding exercises
 - ``bench_tokenizer``, ``bench_train``  the speed comparisons that the
@@ -29,7 +30,23 @@ __version__ = "0.1.0"
 
 # The order above, as data: tests/test_imports.py fails on an import of a
 # module listed later than the importing one.
-MODULE_ORDER = ("data", "tokenizer", "attention", "model", "loss", "optim",
-                "checkpoint", "generate", "loop", "runs", "train", "decode",
-                "quantize", "speculative", "manual_grad", "exercises",
-                "bench_tokenizer", "bench_train")
+MODULE_ORDER = (
+    "data",
+    "tokenizer",
+    "attention",
+    "model",
+    "loss",
+    "optim",
+    "checkpoint",
+    "generate",
+    "loop",
+    "runs",
+    "train",
+    "decode",
+    "quantize",
+    "speculative",
+    "manual_grad",
+    "exercises",
+    "bench_tokenizer",
+    "bench_train",
+)

@@ -103,12 +103,16 @@ def causal_attention(
     scale = 1.0 / math.sqrt(q.size(-1))  # keeps score variance ~1 (chapter)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T_q, T_k)
     if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))  # (B, nh, T_q, T_k)
+        scores = scores.masked_fill(
+            ~allowed, float("-inf")
+        )  # (B, nh, T_q, T_k)
     weights = torch.softmax(scores, dim=-1)  # (B, nh, T_q, T_k), rows sum to 1
     if mask is not None:  # rows with no allowed key are NaN: make them zero
         weights = weights.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
     weights = F.dropout(weights, p=dropout_p, training=training)  # same shape
-    return weights @ v  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+    return (
+        weights @ v
+    )  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
 
 
 def fused_causal_attention(
@@ -131,18 +135,23 @@ def fused_causal_attention(
     if mask is None and not causal:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
     if mask is None and t_q == t_k:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=p, is_causal=True
+        )
     if mask is None and t_q == 1:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=p)
     allowed = combine_masks(t_q, t_k, mask, causal, q.device)  # True = attend
     if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=p
+        )
     # A row with no allowed key: let it see every key (finite everywhere,
     # on every backend, in backward too), then zero it, as the written-out
     # path does.
     empty = ~allowed.any(-1, keepdim=True)  # (.., T_q, 1)
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed | empty,
-                                       dropout_p=p)
+    y = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=allowed | empty, dropout_p=p
+    )
     return y.masked_fill(empty, 0.0)  # (B, nh, T_q, hs)
 
 
@@ -182,7 +191,7 @@ def apply_rope(
     offset: int = 0,
     positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Rotate x: (..., T, hs), whose rows sit at positions offset .. offset+T-1.
+    """Rotate x: (..., T, hs), whose rows sit at positions offset .. +T-1.
 
     cos, sin: (>= offset + T, hs/2) from ``precompute_rope``. ``positions``
     (T,) or (B, T) integer positions, for x (B, nh, T, hs), replaces
@@ -199,12 +208,19 @@ def apply_rope(
         if offset + t > cos.size(0):
             raise ValueError(
                 f"RoPE tables cover {cos.size(0)} positions but positions "
-                f"{offset}..{offset + t - 1} were asked for; precompute longer tables"
+                f"{offset}..{offset + t - 1} were asked for; precompute "
+                "longer tables"
             )
-        cos = cos[offset : offset + t].to(x.dtype)  # (T, hs/2), broadcasts over heads
+        cos = cos[offset : offset + t].to(
+            x.dtype
+        )  # (T, hs/2), broadcasts over heads
         sin = sin[offset : offset + t].to(x.dtype)  # (T, hs/2)
-    x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each: the two halves of a pair
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (.., T, hs)
+    x1, x2 = x.chunk(
+        2, dim=-1
+    )  # (..., T, hs/2) each: the two halves of a pair
+    return torch.cat(
+        (x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1
+    )  # (.., T, hs)
 
 
 def _rope_at(cos, sin, positions: torch.Tensor, t: int):
@@ -216,7 +232,8 @@ def _rope_at(cos, sin, positions: torch.Tensor, t: int):
             f"{tuple(positions.shape)}"
         )
     if positions.numel() and not 0 <= int(positions.min()) <= int(
-        positions.max()) < cos.size(0):
+        positions.max()
+    ) < cos.size(0):
         raise ValueError(
             f"RoPE tables cover positions 0..{cos.size(0) - 1}; got positions "
             f"{int(positions.min())}..{int(positions.max())}"
@@ -256,10 +273,13 @@ class KVCache:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive; got {batch_size}")
         shape = (batch_size, n_head, block_size, head_size)
+
         def buffers():
             # empty, not zeros: positions at or past .pos are never read
-            return [torch.empty(shape, dtype=dtype, device=device)
-                    for _ in range(n_layer)]
+            return [
+                torch.empty(shape, dtype=dtype, device=device)
+                for _ in range(n_layer)
+            ]
 
         self.k = buffers()  # n_layer x (B, nh, block_size, hs)
         self.v = buffers()  # n_layer x (B, nh, block_size, hs)
@@ -283,11 +303,13 @@ class KVCache:
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def advance(self, t: int) -> None:
-        """Mark t more positions as filled (after every layer has stored them)."""
+        """Mark t more positions as filled (once every layer stored them)."""
         self.pos += t
 
     def __repr__(self) -> str:
-        b, nh, s, hs = self.k[0].shape if self.k else (self.batch_size, 0, 0, 0)
+        b, nh, s, hs = (
+            self.k[0].shape if self.k else (self.batch_size, 0, 0, 0)
+        )
         return (
             f"KVCache(n_layer={len(self.k)}, batch_size={b}, n_head={nh}, "
             f"block_size={s}, head_size={hs}, pos={self.pos})"
@@ -316,7 +338,9 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
         self.dropout = config.dropout
         self.fast = True
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_attn = nn.Linear(
+            config.n_embd, 3 * config.n_embd, bias=config.bias
+        )
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
@@ -332,7 +356,8 @@ class CausalSelfAttention(nn.Module):
         with ``kv_cache``, x holds the T new positions ``kv_cache.pos ...``.
         ``mask``: boolean, True = may attend, broadcastable to
         (B, nh, T, T_k), combined with causality; ``positions`` (B, T): the
-        RoPE position of each row's tokens, when rows are padded differently."""
+        RoPE position of each row's tokens, when rows are padded
+        differently."""
         B, T, C = x.shape
         nh, hs = self.n_head, self.head_size
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
@@ -344,8 +369,12 @@ class CausalSelfAttention(nn.Module):
             q = apply_rope(q, *rope, offset=offset, positions=positions)
             k = apply_rope(k, *rope, offset=offset, positions=positions)
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, nh, offset+T, hs)
+            k, v = kv_cache.update(
+                self.layer_idx, k, v
+            )  # (B, nh, offset+T, hs)
         attend = fused_causal_attention if self.fast else causal_attention
-        y = attend(q, k, v, self.dropout, self.training, mask)  # (B, nh, T, hs)
+        y = attend(
+            q, k, v, self.dropout, self.training, mask
+        )  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)

@@ -18,7 +18,6 @@ import torch
 from llmbook.data import atomic_write
 from llmbook.model import GPT, GPTConfig
 
-
 CHECKPOINT_FORMAT = 1
 
 
@@ -27,10 +26,18 @@ def _rng_state(batch_gen: torch.Generator) -> dict:
     ``torch.load(weights_only=True)`` accepts)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
-    state = dict(torch=torch.get_rng_state(), batch=batch_gen.get_state(),
-                 numpy=[kind, torch.from_numpy(keys.astype(np.int64)), pos,
-                        has_gauss, gauss],
-                 python=[version, list(py_state), py_gauss])
+    state = dict(
+        torch=torch.get_rng_state(),
+        batch=batch_gen.get_state(),
+        numpy=[
+            kind,
+            torch.from_numpy(keys.astype(np.int64)),
+            pos,
+            has_gauss,
+            gauss,
+        ],
+        python=[version, list(py_state), py_gauss],
+    )
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -39,18 +46,27 @@ def _rng_state(batch_gen: torch.Generator) -> dict:
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss,
-                         gauss))
+    np.random.set_state(
+        (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
+    )
     version, py_state, py_gauss = state["python"]
     random.setstate((version, tuple(py_state), py_gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path, model: GPT, optimizer, cfg, tokenizer,
-                    *, step: int, elapsed: float = 0.0,
-                    batch_gen: torch.Generator | None = None,
-                    meta: dict | None = None):
+def save_checkpoint(
+    path,
+    model: GPT,
+    optimizer,
+    cfg,
+    tokenizer,
+    *,
+    step: int,
+    elapsed: float = 0.0,
+    batch_gen: torch.Generator | None = None,
+    meta: dict | None = None,
+):
     """Everything needed to continue the run exactly, or to use the model:
     weights, optimizer state, step, random states (torch, numpy, python and
     the batch sampler's generator: the data position), the configs (``cfg``
@@ -61,10 +77,15 @@ def save_checkpoint(path, model: GPT, optimizer, cfg, tokenizer,
     half; or a binary file object (``io.BytesIO``, ``open(f, "wb")``),
     written at its position and left open. Returns the Path, or the file.
     """
-    data = {k: meta[k] for k in ("source", "source_sha256", "train", "val")} \
-        if meta else {}
+    data = (
+        {k: meta[k] for k in ("source", "source_sha256", "train", "val")}
+        if meta
+        else {}
+    )
     obj = dict(
-        format=CHECKPOINT_FORMAT, step=step, elapsed=elapsed,
+        format=CHECKPOINT_FORMAT,
+        step=step,
+        elapsed=elapsed,
         model=model.state_dict(),
         model_config=dataclasses.asdict(model.config),
         optimizer=optimizer.state_dict() if optimizer is not None else None,
@@ -82,8 +103,9 @@ def save_checkpoint(path, model: GPT, optimizer, cfg, tokenizer,
     return path
 
 
-def load_checkpoint(path, model: GPT | None = None, optimizer=None,
-                    restore_rng: bool = True) -> dict:
+def load_checkpoint(
+    path, model: GPT | None = None, optimizer=None, restore_rng: bool = True
+) -> dict:
     """Load a checkpoint from a path or a binary file object
     (``weights_only=True``: tensors and plain data only, no code runs).
     Copies the weights into ``model`` and the state into ``optimizer`` when
@@ -97,8 +119,9 @@ def load_checkpoint(path, model: GPT | None = None, optimizer=None,
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
-        raise ValueError(f"{name} is not an llmbook checkpoint (format "
-                         f"{found!r})")
+        raise ValueError(
+            f"{name} is not an llmbook checkpoint (format {found!r})"
+        )
     if model is not None:
         model.load_state_dict(state["model"])
     if optimizer is not None and state["optimizer"] is not None:

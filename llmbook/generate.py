@@ -51,16 +51,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "apply_temperature", "top_k_filter", "top_p_filter", "sample_next",
-    "generate", "stream", "TextStream", "main",
+    "apply_temperature",
+    "top_k_filter",
+    "top_p_filter",
+    "sample_next",
+    "generate",
+    "stream",
+    "TextStream",
+    "main",
 ]
 
 
 # ---------------------------------------------------------------------------
 # Reshaping the next-token distribution: pure functions of logits (..., V)
 
+
 def _check_temperature(temperature: float, allow_zero: bool = True) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+    if isinstance(temperature, bool) or not isinstance(
+        temperature, (int, float)
+    ):
         raise TypeError(
             f"temperature must be a number, got {type(temperature).__name__}"
         )
@@ -73,18 +82,20 @@ def _check_top_k(k: int | None) -> None:
     if k is None:
         return
     if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"top_k must be an int or None, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(
-            f"top_k must be >= 1 (None switches it off), got {k}"
+        raise TypeError(
+            f"top_k must be an int or None, got {type(k).__name__}"
         )
+    if k < 1:
+        raise ValueError(f"top_k must be >= 1 (None switches it off), got {k}")
 
 
 def _check_top_p(p: float | None) -> None:
     if p is None:
         return
     if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"top_p must be a number or None, got {type(p).__name__}")
+        raise TypeError(
+            f"top_p must be a number or None, got {type(p).__name__}"
+        )
     if not 0 < p <= 1:
         raise ValueError(
             f"top_p must be in (0, 1] (1 or None switches it off), got {p}"
@@ -151,6 +162,7 @@ def sample_next(
 # ---------------------------------------------------------------------------
 # Checking and shaping the prompt
 
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -161,14 +173,20 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 def _is_prompt_list(prompt_ids) -> bool:
     """A list of prompts (each a list of ints or a 1-D tensor), not a list of
     ints or a (B, T) tensor."""
-    return isinstance(prompt_ids, (list, tuple)) and len(prompt_ids) > 0 and all(
-        isinstance(p, (list, tuple)) or (isinstance(p, Tensor) and p.dim() == 1)
-        for p in prompt_ids
+    return (
+        isinstance(prompt_ids, (list, tuple))
+        and len(prompt_ids) > 0
+        and all(
+            isinstance(p, (list, tuple))
+            or (isinstance(p, Tensor) and p.dim() == 1)
+            for p in prompt_ids
+        )
     )
 
 
 def _as_batch(prompt_ids) -> tuple[Tensor, bool]:
-    """Any prompt form -> ``(B, T)`` int64 tensor and whether it was batched."""
+    """Any prompt form -> ``(B, T)`` int64 tensor, and whether it was a
+    batch."""
     if isinstance(prompt_ids, Tensor):
         idx = prompt_ids
     elif isinstance(prompt_ids, (str, bytes)):
@@ -184,10 +202,14 @@ def _as_batch(prompt_ids) -> tuple[Tensor, bool]:
                 "prompt_ids must be a list of ints, a 1-D tensor, a list of "
                 f"prompts, or a (B, T) tensor of equal-length prompts ({e})"
             ) from None
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or (
-        idx.dtype == torch.bool
+    if (
+        idx.dtype.is_floating_point
+        or idx.dtype.is_complex
+        or (idx.dtype == torch.bool)
     ):
-        raise TypeError(f"prompt_ids must be integer token ids, got {idx.dtype}")
+        raise TypeError(
+            f"prompt_ids must be integer token ids, got {idx.dtype}"
+        )
     if idx.dim() == 1:
         return idx.long()[None, :], False
     if idx.dim() == 2:
@@ -210,8 +232,10 @@ def _prepare(
         for p in prompt_ids:
             row, nested = _as_batch(p)
             if nested:
-                raise ValueError("a list of prompts holds lists of ints or "
-                                 "1-D tensors, one per prompt")
+                raise ValueError(
+                    "a list of prompts holds lists of ints or "
+                    "1-D tensors, one per prompt"
+                )
             rows.append(_fill_empty(row, config, eot_id)[0])  # (T_i,)
         idx, mask = _left_pad([r[-block_size:] for r in rows])
         batched = "list"
@@ -231,7 +255,8 @@ def _prepare(
     for s in stops:
         if not 0 <= s < vocab_size:
             raise ValueError(
-                f"stop id {s} is outside the model's vocabulary [0, {vocab_size})"
+                f"stop id {s} is outside the model's vocabulary "
+                f"[0, {vocab_size})"
             )
     return idx, mask, batched, stops
 
@@ -262,19 +287,27 @@ def _left_pad(rows: list[Tensor]) -> tuple[Tensor, Tensor | None]:
     idx = torch.zeros(len(rows), t, dtype=torch.long)  # 0: any valid id
     mask = torch.zeros(len(rows), t, dtype=torch.bool)
     for i, r in enumerate(rows):
-        idx[i, t - len(r):] = r
-        mask[i, t - len(r):] = True
+        idx[i, t - len(r) :] = r
+        mask[i, t - len(r) :] = True
     return idx, None if bool(mask.all()) else mask
 
 
 # ---------------------------------------------------------------------------
 # The loop
 
+
 @torch.inference_mode()
 def _steps(
-    model, idx: Tensor, max_new_tokens: int, temperature: float,
-    top_k: int | None, top_p: float | None, stops: list[int],
-    generator, use_cache: bool, mask: Tensor | None = None,
+    model,
+    idx: Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    stops: list[int],
+    generator,
+    use_cache: bool,
+    mask: Tensor | None = None,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, ``(B,)``, one step at a time.
 
@@ -292,21 +325,30 @@ def _steps(
 
     def next_logits(ids: Tensor) -> Tensor:  # (B, T) -> (B, V), last position
         padding = {} if mask is None else {"attention_mask": mask}
-        out = model(ids, **padding) if cache is None else \
-            model(ids, kv_cache=cache, **padding)
+        out = (
+            model(ids, **padding)
+            if cache is None
+            else model(ids, kv_cache=cache, **padding)
+        )
         return out[:, -1]
 
     def pick(logits: Tensor) -> Tensor:  # (B, V) -> (B,)
         if not isinstance(generator, list):
             return sample_next(logits, temperature, top_k, top_p, generator)
-        return torch.cat([sample_next(logits[i : i + 1], temperature, top_k,
-                                      top_p, g) for i, g in enumerate(generator)])
+        return torch.cat(
+            [
+                sample_next(logits[i : i + 1], temperature, top_k, top_p, g)
+                for i, g in enumerate(generator)
+            ]
+        )
 
     try:
         window = idx  # (B, <= block_size): the tokens the model sees
         logits = next_logits(window)  # the whole prompt (fills the cache)
         stop_t = torch.tensor(stops, dtype=torch.long, device=idx.device)
-        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
+        finished = torch.zeros(
+            idx.size(0), dtype=torch.bool, device=idx.device
+        )
         pad = torch.zeros_like(finished, dtype=torch.long)  # a row's stop id
         for step in range(max_new_tokens):
             nxt = pick(logits)  # (B,)
@@ -333,14 +375,23 @@ def _steps(
 
 
 def _start(
-    model, prompt_ids, max_new_tokens, temperature, top_k, top_p, stop_ids,
-    seed, use_cache, eot_id,
+    model,
+    prompt_ids,
+    max_new_tokens,
+    temperature,
+    top_k,
+    top_p,
+    stop_ids,
+    seed,
+    use_cache,
+    eot_id,
 ) -> tuple[Iterator[Tensor], bool]:
     """Check every argument now (not at the first ``next``), then return the
     step generator and whether the prompt was a batch."""
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
         raise TypeError(
-            f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}"
+            "max_new_tokens must be an int, got "
+            f"{type(max_new_tokens).__name__}"
         )
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
@@ -349,7 +400,8 @@ def _start(
     _check_top_p(top_p)
     if use_cache and not hasattr(model, "new_kv_cache"):
         raise TypeError(
-            f"{type(model).__name__} has no new_kv_cache(); pass use_cache=False"
+            f"{type(model).__name__} has no new_kv_cache(); pass "
+            "use_cache=False"
         )
     idx, mask, batched, stops = _prepare(model, prompt_ids, eot_id, stop_ids)
     device = _model_device(model)
@@ -362,19 +414,29 @@ def _start(
                 f"seed is a list of {len(seeds)} but there are {len(idx)} "
                 "prompts: give one seed per prompt, or one int"
             )
-        generator = [torch.Generator(device=device).manual_seed(int(s))
-                     for s in seeds]
+        generator = [
+            torch.Generator(device=device).manual_seed(int(s)) for s in seeds
+        ]
     elif seed is not None:
         if isinstance(seed, (list, tuple)):
-            raise TypeError("seed must be an int (a list of seeds needs a "
-                            "list of prompts)")
+            raise TypeError(
+                "seed must be an int (a list of seeds needs a list of prompts)"
+            )
         generator = torch.Generator(device=device)
         generator.manual_seed(int(seed))
     if mask is not None:
         mask = mask.to(device)
     steps = _steps(
-        model, idx.to(device), max_new_tokens, temperature, top_k, top_p,
-        stops, generator, use_cache, mask,
+        model,
+        idx.to(device),
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        stops,
+        generator,
+        use_cache,
+        mask,
     )
     return steps, batched, stops
 
@@ -402,8 +464,16 @@ def stream(
     in :func:`generate`.
     """
     steps, batched, stops = _start(
-        model, prompt_ids, max_new_tokens, temperature, top_k, top_p,
-        stop_ids, seed, use_cache, eot_id,
+        model,
+        prompt_ids,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        stop_ids,
+        seed,
+        use_cache,
+        eot_id,
     )
     return steps if batched else (int(t) for t in steps)
 
@@ -436,8 +506,16 @@ def generate(
     settings or token ids raise ``ValueError``.
     """
     steps, batched, stops = _start(
-        model, prompt_ids, max_new_tokens, temperature, top_k, top_p,
-        stop_ids, seed, use_cache, eot_id,
+        model,
+        prompt_ids,
+        max_new_tokens,
+        temperature,
+        top_k,
+        top_p,
+        stop_ids,
+        seed,
+        use_cache,
+        eot_id,
     )
     rows = list(steps)  # n tensors of shape (B,)
     if not batched:
@@ -462,6 +540,7 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 # ---------------------------------------------------------------------------
 # Text out, as it is produced
+
 
 class TextStream:
     """Turn token ids into text as they arrive, without splitting characters.
@@ -511,18 +590,28 @@ def main(argv: list[str] | None = None) -> int:
         "printing text as it is generated.",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint file")
-    parser.add_argument("--prompt", default="", help="text to continue "
-                        "(empty: start from the end-of-text token)")
+    parser.add_argument(
+        "--prompt",
+        default="",
+        help="text to continue (empty: start from the end-of-text token)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=1.0,
-                        help="0 for greedy decoding")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="0 for greedy decoding"
+    )
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--no-cache", action="store_true",
-                        help="recompute the whole context at every step")
-    parser.add_argument("--ignore-eot", action="store_true",
-                        help="do not stop at the end-of-text token")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute the whole context at every step",
+    )
+    parser.add_argument(
+        "--ignore-eot",
+        action="store_true",
+        help="do not stop at the end-of-text token",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     args = parser.parse_args(argv)
 
@@ -531,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
     from llmbook.checkpoint import load_model  # late: only the CLI needs it
 
     if not Path(args.checkpoint).is_file():
-        print(f"error: no checkpoint file at {args.checkpoint}", file=sys.stderr)
+        print(
+            f"error: no checkpoint file at {args.checkpoint}", file=sys.stderr
+        )
         return 2
     try:
         model, tokenizer = load_model(args.checkpoint)
@@ -546,9 +637,15 @@ def main(argv: list[str] | None = None) -> int:
         out.reconfigure(errors="replace")
     try:
         tokens = stream(
-            model, tokenizer.encode(args.prompt), args.max_new_tokens,
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-            stop_ids=stops, seed=args.seed, use_cache=not args.no_cache,
+            model,
+            tokenizer.encode(args.prompt),
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            stop_ids=stops,
+            seed=args.seed,
+            use_cache=not args.no_cache,
             eot_id=eot,
         )
     except (ValueError, TypeError) as e:

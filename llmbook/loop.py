@@ -26,13 +26,19 @@ import torch
 from tqdm import tqdm
 
 from llmbook.checkpoint import load_checkpoint, save_checkpoint
-from llmbook.data import (atomic_write, batch_at, load_meta, load_tokens,
-                          prepare_tokens, random_offsets, read_text_bytes,
-                          shakespeare_path)
+from llmbook.data import (
+    atomic_write,
+    batch_at,
+    load_meta,
+    load_tokens,
+    prepare_tokens,
+    random_offsets,
+    read_text_bytes,
+    shakespeare_path,
+)
 from llmbook.loss import LanguageModelLoss, bits_per_byte, cross_entropy
 from llmbook.model import GPT, GPTConfig
 from llmbook.optim import AdamW, clip_grad_norm, lr_at, param_groups
-
 
 
 @dataclass
@@ -78,42 +84,93 @@ class TrainConfig:
     seed: int = 1337
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "TrainConfig":
+    def preset(cls, name: str, **overrides) -> TrainConfig:
         if name not in TRAIN_PRESETS:
             raise ValueError(
-                f"unknown preset {name!r}; choose one of {list(TRAIN_PRESETS)}")
+                f"unknown preset {name!r}; choose one of {list(TRAIN_PRESETS)}"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(
-                f"unknown setting(s) {unknown}; settings are {sorted(fields)}")
+                f"unknown setting(s) {unknown}; settings are {sorted(fields)}"
+            )
         return cls(**{**TRAIN_PRESETS[name], **overrides})
 
     def model_config(self, vocab_size: int) -> GPTConfig:
-        sizes = {k: getattr(self, k) for k in ("n_layer", "n_head", "n_embd")
-                 if getattr(self, k) is not None}
-        return GPTConfig.preset(self.model, vocab_size=vocab_size,
-                                block_size=self.block_size,
-                                dropout=self.dropout, **sizes)
+        sizes = {
+            k: getattr(self, k)
+            for k in ("n_layer", "n_head", "n_embd")
+            if getattr(self, k) is not None
+        }
+        return GPTConfig.preset(
+            self.model,
+            vocab_size=vocab_size,
+            block_size=self.block_size,
+            dropout=self.dropout,
+            **sizes,
+        )
 
 
 TRAIN_PRESETS: dict[str, dict] = {
     # seconds on a CPU: for tests and the notebooks' smoke runs
-    "smoke": dict(model="book", n_layer=2, n_head=2, n_embd=64, vocab_size=512,
-                  batch_size=8, block_size=32, max_steps=30, warmup=5,
-                  lr=3e-3, min_lr=3e-4, eval_interval=10, eval_iters=2,
-                  sample_interval=15, sample_tokens=16, out_dir="runs/smoke"),
+    "smoke": dict(
+        model="book",
+        n_layer=2,
+        n_head=2,
+        n_embd=64,
+        vocab_size=512,
+        batch_size=8,
+        block_size=32,
+        max_steps=30,
+        warmup=5,
+        lr=3e-3,
+        min_lr=3e-4,
+        eval_interval=10,
+        eval_iters=2,
+        sample_interval=15,
+        sample_tokens=16,
+        out_dir="runs/smoke",
+    ),
     # the book's run: about five minutes on two CPU cores
-    "book": dict(model="book", n_layer=4, n_head=4, n_embd=256, vocab_size=2048,
-                 batch_size=16, block_size=128, max_steps=600, warmup=50,
-                 lr=3e-3, min_lr=3e-4, weight_decay=0.1, eval_interval=50,
-                 eval_iters=8, sample_interval=100, checkpoint_interval=100,
-                 out_dir="runs/book"),
+    "book": dict(
+        model="book",
+        n_layer=4,
+        n_head=4,
+        n_embd=256,
+        vocab_size=2048,
+        batch_size=16,
+        block_size=128,
+        max_steps=600,
+        warmup=50,
+        lr=3e-3,
+        min_lr=3e-4,
+        weight_decay=0.1,
+        eval_interval=50,
+        eval_iters=8,
+        sample_interval=100,
+        checkpoint_interval=100,
+        out_dir="runs/book",
+    ),
     # one GPU: a wider, deeper model on longer windows, same data
-    "gpu": dict(model="book", n_layer=8, n_head=8, n_embd=512, vocab_size=4096,
-                dropout=0.1, batch_size=64, block_size=256, max_steps=3000,
-                warmup=200, lr=1e-3, min_lr=1e-4, eval_interval=250,
-                eval_iters=20, sample_interval=1000, out_dir="runs/gpu"),
+    "gpu": dict(
+        model="book",
+        n_layer=8,
+        n_head=8,
+        n_embd=512,
+        vocab_size=4096,
+        dropout=0.1,
+        batch_size=64,
+        block_size=256,
+        max_steps=3000,
+        warmup=200,
+        lr=1e-3,
+        min_lr=1e-4,
+        eval_interval=250,
+        eval_iters=20,
+        sample_interval=1000,
+        out_dir="runs/gpu",
+    ),
 }
 
 
@@ -146,7 +203,10 @@ def pick_device(device: str = "auto") -> torch.device:
         return torch.device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if (
+        getattr(torch.backends, "mps", None)
+        and torch.backends.mps.is_available()
+    ):
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -159,7 +219,8 @@ def autocast_context(device: torch.device, dtype: str):
         dtype = "bfloat16" if bf16_ok else "float32"
     if dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(
-            f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto")
+            f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or auto"
+        )
     if dtype == "float32":
         return contextlib.nullcontext(), dtype
     return torch.autocast(device.type, dtype=getattr(torch, dtype)), dtype
@@ -175,7 +236,9 @@ def get_tokenizer(cfg: TrainConfig, data_path: Path):
         if path.exists():
             return Tokenizer.load(path)
         eot = "<|endoftext|>"
-        vocab, merges = train_bpe(data_path, cfg.vocab_size, special_tokens=[eot])
+        vocab, merges = train_bpe(
+            data_path, cfg.vocab_size, special_tokens=[eot]
+        )
         tok = Tokenizer(vocab, merges, special_tokens=[eot])
         tok.save(path)
         return tok
@@ -183,7 +246,8 @@ def get_tokenizer(cfg: TrainConfig, data_path: Path):
         return Tokenizer.load(cfg.tokenizer)
     raise ValueError(
         f"tokenizer must be 'book', 'own' or the path of a saved tokenizer; "
-        f"got {cfg.tokenizer!r}")
+        f"got {cfg.tokenizer!r}"
+    )
 
 
 @torch.no_grad()
@@ -197,9 +261,12 @@ def estimate_loss(model, array, cfg: TrainConfig, device, amp) -> float:
     total = 0.0
     batch = min(cfg.batch_size, 64)
     for _ in range(cfg.eval_iters):
-        x, y = batch_at(array, random_offsets(len(array), batch,
-                                              cfg.block_size, gen),
-                        cfg.block_size, device)
+        x, y = batch_at(
+            array,
+            random_offsets(len(array), batch, cfg.block_size, gen),
+            cfg.block_size,
+            device,
+        )
         with amp:
             total += cross_entropy(model(x), y).item()
     model.train(was_training)
@@ -207,8 +274,9 @@ def estimate_loss(model, array, cfg: TrainConfig, device, amp) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, array, block_size: int, device="cpu", batch_size: int = 32
-             ) -> float:
+def evaluate(
+    model, array, block_size: int, device="cpu", batch_size: int = 32
+) -> float:
     """Mean loss (nats per token) over every token of ``array`` but the
     first: the array is cut into consecutive windows of ``block_size``."""
     was_training = model.training
@@ -219,12 +287,14 @@ def evaluate(model, array, block_size: int, device="cpu", batch_size: int = 32
     total = 0.0
     full = [s for s in starts if s + block_size <= n]
     for i in range(0, len(full), batch_size):
-        chunk = full[i:i + batch_size]
-        x = torch.stack([ids[s:s + block_size] for s in chunk]).to(device)
-        y = torch.stack([ids[s + 1:s + block_size + 1] for s in chunk]).to(device)
+        chunk = full[i : i + batch_size]
+        x = torch.stack([ids[s : s + block_size] for s in chunk]).to(device)
+        y = torch.stack([ids[s + 1 : s + block_size + 1] for s in chunk]).to(
+            device
+        )
         total += cross_entropy(model(x), y).item() * y.numel()
-    for s in starts[len(full):]:  # the tail, shorter than a block
-        x, y = ids[s:n][None].to(device), ids[s + 1:n + 1][None].to(device)
+    for s in starts[len(full) :]:  # the tail, shorter than a block
+        x, y = ids[s:n][None].to(device), ids[s + 1 : n + 1][None].to(device)
         total += cross_entropy(model(x), y).item() * y.numel()
     model.train(was_training)
     return total / n
@@ -235,8 +305,14 @@ def _sample(model, tokenizer, cfg: TrainConfig, device) -> str:
 
     prompt = tokenizer.encode("\n")
     with torch.random.fork_rng(devices=[]):  # leave training's RNG alone
-        ids = generate(model, prompt, cfg.sample_tokens, temperature=0.8,
-                       top_k=40, seed=cfg.seed)
+        ids = generate(
+            model,
+            prompt,
+            cfg.sample_tokens,
+            temperature=0.8,
+            top_k=40,
+            seed=cfg.seed,
+        )
     return tokenizer.decode(ids)
 
 
@@ -254,8 +330,14 @@ def _distributed() -> tuple[int, int, int]:
     return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
 
 
-def train(cfg: TrainConfig, data=None, *, resume: bool = False,
-          progress: bool = True, log=print) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    data=None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+) -> TrainResult:
     """Train a GPT on the UTF-8 text file ``data`` (default: the book's
     nine plays); returns a ``TrainResult``. Writes ``cfg.out_dir``:
     ``tokens/`` (the token arrays), ``metrics.jsonl`` (one line per step),
@@ -275,7 +357,8 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
         raise ValueError(
             f"batch_size {cfg.batch_size} does not split into grad_accum "
             f"{cfg.grad_accum} x {world} process(es): make it a multiple of "
-            f"{cfg.grad_accum * world}")
+            f"{cfg.grad_accum * world}"
+        )
     micro = cfg.batch_size // (cfg.grad_accum * world)
     read_text_bytes(data)  # a missing or empty file fails here, clearly
 
@@ -288,13 +371,16 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
         if not master:
             tokenizer = get_tokenizer(cfg, data)
     meta = load_meta(out / "tokens")
-    train_ids, val_ids = (load_tokens(out / "tokens", s) for s in ("train", "val"))
+    train_ids, val_ids = (
+        load_tokens(out / "tokens", s) for s in ("train", "val")
+    )
     for split, arr in (("training", train_ids), ("validation", val_ids)):
         if len(arr) < cfg.block_size + 1:
             raise ValueError(
-                f"the {split} split of {data} has {len(arr)} tokens, fewer than "
-                f"one block of block_size + 1 = {cfg.block_size + 1}: use "
-                "more text or a smaller block_size (--set block_size=...)")
+                f"the {split} split of {data} has {len(arr)} tokens, fewer "
+                f"than one block of block_size + 1 = {cfg.block_size + 1}: "
+                "use more text or a smaller block_size (--set block_size=...)"
+            )
 
     # model, optimizer, randomness (the same seed on every rank: same init)
     device = pick_device(cfg.device)
@@ -306,8 +392,11 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
     torch.manual_seed(cfg.seed)
     batch_gen = torch.Generator().manual_seed(cfg.seed)
     model = GPT(cfg.model_config(tokenizer.vocab_size)).to(device)
-    optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                      betas=(cfg.beta1, cfg.beta2))
+    optimizer = AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+    )
     amp, dtype = autocast_context(device, cfg.dtype)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == "float16")
 
@@ -321,39 +410,63 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
         step, elapsed = state["step"], state["elapsed"]
         batch_gen.set_state(state["rng"]["batch"])
         history = _read_metrics(out / "metrics.jsonl", upto=step)
-        samples = [(r["step"], r["text"]) for r in
-                   _read_metrics(out / "samples.jsonl", upto=step)]
+        samples = [
+            (r["step"], r["text"])
+            for r in _read_metrics(out / "samples.jsonl", upto=step)
+        ]
         if master:
             log(f"resumed from {ckpt_path} at step {step}")
     last_good = ckpt_path if resume and ckpt_path.exists() else None
     if master:
         _write_metrics(out / "metrics.jsonl", history)
-        _write_metrics(out / "samples.jsonl",
-                       [dict(step=s, text=t) for s, t in samples])
+        _write_metrics(
+            out / "samples.jsonl", [dict(step=s, text=t) for s, t in samples]
+        )
 
     fwd = LanguageModelLoss(model)
     fwd = torch.compile(fwd) if cfg.compile else fwd
     if world > 1:
-        fwd = DDP(fwd, device_ids=[local_rank] if device.type == "cuda" else None)
+        fwd = DDP(
+            fwd, device_ids=[local_rank] if device.type == "cuda" else None
+        )
     tokens_per_step = cfg.batch_size * cfg.block_size
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (progress and master),
-               desc="training", unit="step", ncols=80, ascii=True)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=step,
+        disable=not (progress and master),
+        desc="training",
+        unit="step",
+        ncols=80,
+        ascii=True,
+    )
     model.train()
     t_last = time.perf_counter()
     while step < cfg.max_steps:
-        lr = lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=cfg.warmup,
-                   max_steps=cfg.max_steps)
+        lr = lr_at(
+            step,
+            lr=cfg.lr,
+            min_lr=cfg.min_lr,
+            warmup=cfg.warmup,
+            max_steps=cfg.max_steps,
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         # one global draw per step, so 1 process x grad_accum micro-batches
         # and N processes see the same sequences: (accum, world, micro)
-        offsets = random_offsets(len(train_ids), cfg.batch_size, cfg.block_size,
-                                 batch_gen).reshape(cfg.grad_accum, world, micro)
+        offsets = random_offsets(
+            len(train_ids), cfg.batch_size, cfg.block_size, batch_gen
+        ).reshape(cfg.grad_accum, world, micro)
         loss_sum = torch.zeros((), device=device)
         for i in range(cfg.grad_accum):
-            x, y = batch_at(train_ids, offsets[i, rank], cfg.block_size, device)
+            x, y = batch_at(
+                train_ids, offsets[i, rank], cfg.block_size, device
+            )
             last = i == cfg.grad_accum - 1
-            sync = fwd.no_sync() if world > 1 and not last else contextlib.nullcontext()
+            sync = (
+                fwd.no_sync()
+                if world > 1 and not last
+                else contextlib.nullcontext()
+            )
             with sync:
                 with amp:
                     loss = fwd(x, y)  # next-token loss of (B, T) ids
@@ -364,13 +477,21 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
         train_loss = loss_sum.item() / (cfg.grad_accum * world)
         if not math.isfinite(train_loss):
             bar.close()
-            where = (f"the last good checkpoint is {last_good} (resume with "
-                     "--resume, perhaps with a lower lr)") if last_good else \
-                "no checkpoint was written before it"
+            where = (
+                (
+                    f"the last good checkpoint is {last_good} (resume with "
+                    "--resume, perhaps with a lower lr)"
+                )
+                if last_good
+                else "no checkpoint was written before it"
+            )
             raise TrainingDiverged(
-                f"the loss became {train_loss} at step {step}; {where}")
+                f"the loss became {train_loss} at step {step}; {where}"
+            )
         scaler.unscale_(optimizer)
-        norm = clip_grad_norm(model.parameters(), cfg.grad_clip or float("inf"))
+        norm = clip_grad_norm(
+            model.parameters(), cfg.grad_clip or float("inf")
+        )
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -379,11 +500,18 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
         now = time.perf_counter()
         dt, t_last = now - t_last, now
         elapsed += dt
-        row = dict(step=step, train_loss=train_loss, val_loss=None, lr=lr,
-                   grad_norm=norm.item(), tokens_per_s=tokens_per_step / dt,
-                   elapsed=elapsed)
-        if cfg.eval_interval and (step % cfg.eval_interval == 0
-                                  or step == cfg.max_steps):
+        row = dict(
+            step=step,
+            train_loss=train_loss,
+            val_loss=None,
+            lr=lr,
+            grad_norm=norm.item(),
+            tokens_per_s=tokens_per_step / dt,
+            elapsed=elapsed,
+        )
+        if cfg.eval_interval and (
+            step % cfg.eval_interval == 0 or step == cfg.max_steps
+        ):
             row["val_loss"] = estimate_loss(model, val_ids, cfg, device, amp)
         if master and cfg.sample_interval and step % cfg.sample_interval == 0:
             text = _sample(model, tokenizer, cfg, device)
@@ -395,14 +523,26 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
             _append_metric(out / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{train_loss:.3f}", refresh=False)
         bar.update(1)
-        want_ckpt = cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0
+        want_ckpt = (
+            cfg.checkpoint_interval and step % cfg.checkpoint_interval == 0
+        )
         if want_ckpt or step == cfg.max_steps:
             if master:
-                save_checkpoint(ckpt_path, model, optimizer, cfg, tokenizer,
-                                step=step, elapsed=elapsed, batch_gen=batch_gen,
-                                meta=meta)
+                save_checkpoint(
+                    ckpt_path,
+                    model,
+                    optimizer,
+                    cfg,
+                    tokenizer,
+                    step=step,
+                    elapsed=elapsed,
+                    batch_gen=batch_gen,
+                    meta=meta,
+                )
             last_good = ckpt_path
-        t_last = time.perf_counter()  # evaluation, samples and saving not timed
+        t_last = (
+            time.perf_counter()
+        )  # evaluation, samples and saving not timed
     bar.close()
 
     val_loss = evaluate(model, val_ids, cfg.block_size, device)
@@ -411,22 +551,35 @@ def train(cfg: TrainConfig, data=None, *, resume: bool = False,
     if master:
         log(f"validation: {val_loss:.4f} nats/token, {bpb:.4f} bits/byte")
     return TrainResult(
-        model=model, tokenizer=tokenizer, config=cfg, history=history,
-        samples=samples, checkpoint=ckpt_path, val_loss=val_loss, val_bpb=bpb,
-        tokens_seen=step * tokens_per_step, elapsed=elapsed,
-        flops_per_token=model.flops_per_token(cfg.block_size), peak_memory=peak)
+        model=model,
+        tokenizer=tokenizer,
+        config=cfg,
+        history=history,
+        samples=samples,
+        checkpoint=ckpt_path,
+        val_loss=val_loss,
+        val_bpb=bpb,
+        tokens_seen=step * tokens_per_step,
+        elapsed=elapsed,
+        flops_per_token=model.flops_per_token(cfg.block_size),
+        peak_memory=peak,
+    )
 
 
 def _check_same_run(saved: dict, cfg: TrainConfig, path: Path) -> None:
     """Resuming with other settings would silently mix two runs; only a
     different ``max_steps`` (train longer) or device is allowed."""
     free = {"max_steps", "device", "out_dir"}
-    diff = {k: (saved.get(k), v) for k, v in dataclasses.asdict(cfg).items()
-            if k not in free and saved.get(k) != v}
+    diff = {
+        k: (saved.get(k), v)
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in free and saved.get(k) != v
+    }
     if diff:
         raise ValueError(
             f"{path} was written with other settings (saved, now): {diff}; "
-            "use another out_dir, or start afresh without --resume")
+            "use another out_dir, or start afresh without --resume"
+        )
 
 
 def _append_metric(path: Path, row: dict) -> None:
@@ -462,22 +615,37 @@ def plot_metrics(history, path=None):
     file's path): losses, learning rate, gradient norm, tokens/s."""
     import matplotlib.pyplot as plt
 
-    rows = _read_metrics(Path(history)) if isinstance(history, (str, Path)) \
+    rows = (
+        _read_metrics(Path(history))
+        if isinstance(history, (str, Path))
         else history
+    )
     steps = [r["step"] for r in rows]
     ev = [r for r in rows if r.get("val_loss") is not None]
     fig, ax = plt.subplots(2, 2, figsize=(9, 6))
-    ax[0, 0].plot(steps, [r["train_loss"] for r in rows], "-", lw=0.8,
-                  color="0.6", label="train (one batch)")
-    ax[0, 0].plot([r["step"] for r in ev], [r["val_loss"] for r in ev], "ko--",
-                  ms=4, label="validation")
+    ax[0, 0].plot(
+        steps,
+        [r["train_loss"] for r in rows],
+        "-",
+        lw=0.8,
+        color="0.6",
+        label="train (one batch)",
+    )
+    ax[0, 0].plot(
+        [r["step"] for r in ev],
+        [r["val_loss"] for r in ev],
+        "ko--",
+        ms=4,
+        label="validation",
+    )
     ax[0, 0].set(xlabel="step", ylabel="loss (nats/token)")
     ax[0, 0].legend()
     ax[0, 1].plot(steps, [r["lr"] for r in rows], "k-")
     ax[0, 1].set(xlabel="step", ylabel="learning rate")
     ax[1, 0].plot(steps, [r["grad_norm"] for r in rows], "k-", lw=0.8)
-    ax[1, 0].set(xlabel="step", ylabel="gradient norm (before clipping)",
-                 yscale="log")
+    ax[1, 0].set(
+        xlabel="step", ylabel="gradient norm (before clipping)", yscale="log"
+    )
     ax[1, 1].plot(steps, [r["tokens_per_s"] for r in rows], "k.", ms=2)
     ax[1, 1].set(xlabel="step", ylabel="tokens/s")
     fig.tight_layout()

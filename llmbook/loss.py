@@ -19,9 +19,11 @@ import torch.nn as nn
 from llmbook.model import GPT
 
 
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                  ignore_index: int | None = None) -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ignore_index: int | None = None,
+) -> torch.Tensor:
     """Mean negative log-likelihood of ``targets`` in nats.
 
     logits (..., V), targets (...) int64 -> scalar. For one position,
@@ -35,7 +37,8 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
     if logits.shape[:-1] != targets.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}"
-            " do not match: logits must be targets' shape plus a vocab axis")
+            " do not match: logits must be targets' shape plus a vocab axis"
+        )
     z = logits.reshape(-1, logits.size(-1))  # (N, V)
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()
@@ -69,7 +72,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         dh, dw = torch.empty_like(h), torch.zeros_like(w)
         total = torch.zeros((), dtype=torch.float64, device=h.device)
         for i in range(0, n, chunk):
-            hc, yc = h[i:i + chunk], y[i:i + chunk, None]
+            hc, yc = h[i : i + chunk], y[i : i + chunk, None]
             z = hc @ w.t()  # (n, V) logits of this chunk
             picked = z.gather(1, yc)  # (n, 1)
             m = z.amax(1, keepdim=True)  # (n, 1)
@@ -77,7 +80,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             s = z.sum(1, keepdim=True)  # (n, 1)
             total += (m + s.log() - picked).sum()
             z.div_(s).scatter_add_(1, yc, z.new_full(yc.shape, -1.0))
-            torch.mm(z, w, out=dh[i:i + chunk])  # (n, C)
+            torch.mm(z, w, out=dh[i : i + chunk])  # (n, C)
             dw.addmm_(z.t(), hc)  # (V, C)
         ctx.save_for_backward(dh, dw)
         ctx.n = n
@@ -103,15 +106,19 @@ class LanguageModelLoss(nn.Module):
 
     def forward(self, idx, targets):
         m = self.model
-        fuse = torch.is_grad_enabled() and not torch.is_autocast_enabled(
-            idx.device.type) and m.lm_head.bias is None
+        fuse = (
+            torch.is_grad_enabled()
+            and not torch.is_autocast_enabled(idx.device.type)
+            and m.lm_head.bias is None
+        )
         if not fuse:
             return cross_entropy(m(idx), targets)
         h = m.hidden_states(idx)  # (B, T, C)
         w = m.lm_head.weight  # (V, C)
         chunk = max(64, (1 << 23) // w.size(0))  # ~32 MB of logits at a time
-        return LinearCrossEntropy.apply(h.reshape(-1, h.size(-1)), w,
-                                        targets.reshape(-1), chunk)
+        return LinearCrossEntropy.apply(
+            h.reshape(-1, h.size(-1)), w, targets.reshape(-1), chunk
+        )
 
 
 def bits_per_byte(loss: float, n_tokens: int, n_bytes: int) -> float:

@@ -67,21 +67,36 @@ class GPTConfig:
     rope_base: float = 10000.0  # RoPE's base (LLaMA 3: 500,000)
 
     def __post_init__(self):
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in (
+            "vocab_size",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_embd",
+        ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value <= 0
+            ):
+                raise ValueError(
+                    f"{name} must be a positive integer; got {value!r}"
+                )
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head "
                 f"({self.n_head}): each head gets n_embd // n_head channels"
             )
         for name, allowed in (
-            ("positions", POSITIONS), ("norm", NORMS), ("mlp", MLPS)
+            ("positions", POSITIONS),
+            ("norm", NORMS),
+            ("mlp", MLPS),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}"
+                    f"unknown {name} {getattr(self, name)!r}; choose one of "
+                    f"{allowed}"
                 )
         if self.positions == "rope" and self.head_size % 2:
             raise ValueError(
@@ -90,11 +105,15 @@ class GPTConfig:
                 "n_embd or n_head"
             )
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}")
+            raise ValueError(
+                f"dropout must be in [0, 1); got {self.dropout!r}"
+            )
         for name in ("bias", "tie_weights"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False; got "
-                                 f"{getattr(self, name)!r}")
+                raise ValueError(
+                    f"{name} must be True or False; got "
+                    f"{getattr(self, name)!r}"
+                )
         if self.mlp_hidden is None:  # resolved now: a config states its sizes
             self.mlp_hidden = mlp_hidden_rule(self.mlp, self.n_embd)
         h = self.mlp_hidden
@@ -104,8 +123,10 @@ class GPTConfig:
                 f"default rule); got {h!r}"
             )
         base = self.rope_base
-        if isinstance(base, bool) or not isinstance(base, (int, float)) or not (
-            1.0 < base < math.inf
+        if (
+            isinstance(base, bool)
+            or not isinstance(base, (int, float))
+            or not (1.0 < base < math.inf)
         ):
             raise ValueError(f"rope_base must be a number > 1; got {base!r}")
         if self.positions != "rope" and base != 10000.0:
@@ -119,16 +140,19 @@ class GPTConfig:
         return self.n_embd // self.n_head
 
     @classmethod
-    def preset(cls, name: str, **overrides) -> "GPTConfig":
+    def preset(cls, name: str, **overrides) -> GPTConfig:
         """A named configuration from ``PRESETS``, with fields overridden,
         e.g. ``GPTConfig.preset("book", n_layer=6)``."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}")
+            raise ValueError(
+                f"unknown preset {name!r}; choose one of {list(PRESETS)}"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise TypeError(
-                f"unknown GPTConfig field(s) {unknown}; fields are {sorted(fields)}"
+                f"unknown GPTConfig field(s) {unknown}; fields are "
+                f"{sorted(fields)}"
             )
         return cls(**{**PRESETS[name], **overrides})
 
@@ -149,8 +173,15 @@ def mlp_hidden_rule(mlp: str, n_embd: int) -> int:
     return max(64, 64 * round(2 / 3 * 4 * n_embd / 64))
 
 
-_GPT2 = dict(positions="learned", norm="layernorm", mlp="gelu", bias=True,
-             tie_weights=True, vocab_size=50257, block_size=1024)
+_GPT2 = dict(
+    positions="learned",
+    norm="layernorm",
+    mlp="gelu",
+    bias=True,
+    tie_weights=True,
+    vocab_size=50257,
+    block_size=1024,
+)
 
 # The one place where the named sizes live.
 PRESETS: dict[str, dict] = {
@@ -159,12 +190,22 @@ PRESETS: dict[str, dict] = {
     # GPT-2 medium, 350M
     "gpt2-medium": dict(_GPT2, n_layer=24, n_head=16, n_embd=1024),
     # The book's model: trains on a laptop CPU, the modern (LLaMA) choices
-    "book": dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False,
-                 tie_weights=True, vocab_size=4096, block_size=256,
-                 n_layer=4, n_head=4, n_embd=256),
+    "book": dict(
+        positions="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        bias=False,
+        tie_weights=True,
+        vocab_size=4096,
+        block_size=256,
+        n_layer=4,
+        n_head=4,
+        n_embd=256,
+    ),
     # For tests: milliseconds per forward pass
-    "tiny": dict(_GPT2, vocab_size=64, block_size=16, n_layer=2, n_head=2,
-                 n_embd=32),
+    "tiny": dict(
+        _GPT2, vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32
+    ),
 }
 
 
@@ -200,9 +241,9 @@ def make_norm(config: GPTConfig) -> nn.Module:
 class MLP(nn.Module):
     """The position-wise feed-forward network: (B, T, C) -> (B, T, C).
 
-    gelu:   c_proj(gelu(c_fc(x)))                 c_fc: C -> 4C
-    swiglu: c_proj(silu(gate(x)) * up(x))         gate and up fused in c_fc:
-                                                  C -> 2H, H = config.mlp_hidden
+    gelu:   c_proj(gelu(c_fc(x)))            c_fc: C -> H (4C by default)
+    swiglu: c_proj(silu(gate(x)) * up(x))    gate and up fused in c_fc:
+                                             C -> 2H, H = config.mlp_hidden
     GELU uses GPT-2's tanh approximation.
     """
 
@@ -256,20 +297,25 @@ class GPT(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         if not isinstance(config, GPTConfig):
-            raise TypeError(f"GPT needs a GPTConfig; got {type(config).__name__}")
+            raise TypeError(
+                f"GPT needs a GPTConfig; got {type(config).__name__}"
+            )
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         if config.positions == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
             self.wpe = None
-            cos, sin = precompute_rope(config.head_size, config.block_size,
-                                       config.rope_base)
+            cos, sin = precompute_rope(
+                config.head_size, config.block_size, config.rope_base
+            )
             # not persistent: recomputed on load, absent from checkpoints
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.blocks = nn.ModuleList(
+            Block(config, i) for i in range(config.n_layer)
+        )
         self.ln_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -328,12 +374,15 @@ class GPT(nn.Module):
         self._check_input(idx, kv_cache)
         B, T = idx.shape
         offset = kv_cache.pos if kv_cache is not None else 0
-        mask, pos = self._mask_and_positions(attention_mask, position_ids,
-                                             B, T, offset)
+        mask, pos = self._mask_and_positions(
+            attention_mask, position_ids, B, T, offset
+        )
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
             if pos is None:
-                pos = torch.arange(offset, offset + T, device=idx.device)  # (T,)
+                pos = torch.arange(
+                    offset, offset + T, device=idx.device
+                )  # (T,)
             x = x + self.wpe(pos)  # (B, T, C) + (T, C) or (B, T, C)
             rope, pos = None, None
         else:
@@ -351,10 +400,13 @@ class GPT(nn.Module):
         t_k = offset + T
         mask = attention_mask
         if mask is not None:
-            if not isinstance(mask, torch.Tensor) or mask.dtype.is_floating_point:
+            if (
+                not isinstance(mask, torch.Tensor)
+                or mask.dtype.is_floating_point
+            ):
                 raise TypeError(
-                    "attention_mask must be a boolean (or 0/1 integer) tensor, "
-                    "True = a real token / may attend"
+                    "attention_mask must be a boolean (or 0/1 integer) "
+                    "tensor, True = a real token / may attend"
                 )
             mask = mask.to(self.wte.weight.device) != 0
             if mask.dim() == 2:
@@ -366,30 +418,44 @@ class GPT(nn.Module):
                 if position_ids is None:  # count each row's real tokens
                     position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
                     position_ids = position_ids[:, -T:]  # (B, T)
-                mask = mask[:, None, None, :]  # (B, 1, 1, T_k): every query, head
+                mask = mask[
+                    :, None, None, :
+                ]  # (B, 1, 1, T_k): every query, head
             elif mask.dim() in (3, 4):
                 mask = mask[:, None] if mask.dim() == 3 else mask
-                if tuple(mask.shape[-2:]) != (T, t_k) or mask.size(0) not in (1, B):
+                if tuple(mask.shape[-2:]) != (T, t_k) or mask.size(0) not in (
+                    1,
+                    B,
+                ):
                     raise ValueError(
-                        f"an attention mask is (B, [nh,] T, T_k) = ({B}, .., {T}, "
-                        f"{t_k}); got {tuple(attention_mask.shape)}"
+                        "an attention mask is (B, [nh,] T, T_k) = "
+                        f"({B}, .., {T}, {t_k}); got "
+                        f"{tuple(attention_mask.shape)}"
                     )
             else:
                 raise ValueError(
-                    "attention_mask must be (B, T_k) (padding) or (B, [nh,] T, "
-                    f"T_k); got shape {tuple(mask.shape)}"
+                    "attention_mask must be (B, T_k) (padding) or "
+                    f"(B, [nh,] T, T_k); got shape {tuple(mask.shape)}"
                 )
         if position_ids is not None:
             pos = position_ids
-            if not isinstance(pos, torch.Tensor) or pos.dtype.is_floating_point \
-                    or pos.dtype == torch.bool:
+            if (
+                not isinstance(pos, torch.Tensor)
+                or pos.dtype.is_floating_point
+                or pos.dtype == torch.bool
+            ):
                 raise TypeError("position_ids must be an integer tensor")
             if tuple(pos.shape) not in ((B, T), (T,)):
                 raise ValueError(
                     f"position_ids must be (B, T) = ({B}, {T}) or (T,); got "
                     f"{tuple(pos.shape)}"
                 )
-            if not 0 <= int(pos.min()) <= int(pos.max()) < self.config.block_size:
+            if (
+                not 0
+                <= int(pos.min())
+                <= int(pos.max())
+                < self.config.block_size
+            ):
                 raise ValueError(
                     f"position_ids must be in 0 .. block_size - 1 = "
                     f"{self.config.block_size - 1}; got {int(pos.min())} .. "
@@ -402,15 +468,18 @@ class GPT(nn.Module):
         cfg = self.config
         if not isinstance(idx, torch.Tensor):
             raise TypeError(
-                f"idx must be a torch.Tensor of token ids; got {type(idx).__name__}"
-                " (wrap it: torch.tensor([ids]))"
+                "idx must be a torch.Tensor of token ids; got "
+                f"{type(idx).__name__} (wrap it: torch.tensor([ids]))"
             )
-        if idx.dtype.is_floating_point or idx.dtype.is_complex or (
-            idx.dtype == torch.bool
+        if (
+            idx.dtype.is_floating_point
+            or idx.dtype.is_complex
+            or (idx.dtype == torch.bool)
         ):
             raise TypeError(
-                f"idx must hold integer token ids (torch.long), got {idx.dtype}; "
-                "pass token ids from a tokenizer, or convert with idx.long()"
+                "idx must hold integer token ids (torch.long), got "
+                f"{idx.dtype}; pass token ids from a tokenizer, or convert "
+                "with idx.long()"
             )
         if idx.ndim != 2:
             raise ValueError(
@@ -428,9 +497,10 @@ class GPT(nn.Module):
         if kv_cache is not None:
             if kv_cache.pos + T > kv_cache.block_size:
                 raise ValueError(
-                    f"KV cache overflow: it holds {kv_cache.pos} positions and "
-                    f"{T} more would exceed block_size {kv_cache.block_size}; "
-                    "call kv_cache.reset() and start again from a cropped context"
+                    f"KV cache overflow: it holds {kv_cache.pos} positions "
+                    f"and {T} more would exceed block_size "
+                    f"{kv_cache.block_size}; call kv_cache.reset() and start "
+                    "again from a cropped context"
                 )
             if kv_cache.batch_size != B:
                 raise ValueError(
@@ -444,8 +514,8 @@ class GPT(nn.Module):
             bad = lo if lo < 0 else hi
             raise ValueError(
                 f"token id {bad} is out of range for vocab_size "
-                f"{cfg.vocab_size} (ids must be 0 .. {cfg.vocab_size - 1}); was "
-                "the text encoded with a different tokenizer?"
+                f"{cfg.vocab_size} (ids must be 0 .. {cfg.vocab_size - 1}); "
+                "was the text encoded with a different tokenizer?"
             )
 
     # -- running it ----------------------------------------------------------
@@ -457,16 +527,23 @@ class GPT(nn.Module):
         and in its dtype unless told otherwise."""
         cfg = self.config
         w = self.wte.weight
-        return KVCache(cfg.n_layer, batch_size, cfg.n_head, cfg.block_size,
-                       cfg.head_size, dtype=dtype or w.dtype, device=device or w.device)
+        return KVCache(
+            cfg.n_layer,
+            batch_size,
+            cfg.n_head,
+            cfg.block_size,
+            cfg.head_size,
+            dtype=dtype or w.dtype,
+            device=device or w.device,
+        )
 
-    def set_fast_attention(self, fast: bool = True) -> "GPT":
+    def set_fast_attention(self, fast: bool = True) -> GPT:
         """Use the fused SDPA kernel (True) or the written-out attention."""
         for block in self.blocks:
             block.attn.fast = fast
         return self
 
-    # -- counting --------------------------------------------------------------
+    # -- counting -------------------------------------------------------------
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         """Number of parameters (a tied matrix counts once).
@@ -501,10 +578,12 @@ class GPT(nn.Module):
         n = self.num_parameters(non_embedding=True)
         return 6 * n + 12 * cfg.n_layer * cfg.n_embd * t
 
-    # -- GPT-2 weights from Hugging Face -----------------------------------------
+    # -- GPT-2 weights from Hugging Face --------------------------------------
 
     @classmethod
-    def from_hf_gpt2(cls, state_dict_or_model, n_head: int | None = None) -> "GPT":
+    def from_hf_gpt2(
+        cls, state_dict_or_model, n_head: int | None = None
+    ) -> GPT:
         """A GPT with the weights of a Hugging Face ``GPT2LMHeadModel`` (or
         ``GPT2Model``, or either's state dict).
 
@@ -521,8 +600,9 @@ class GPT(nn.Module):
             sd = state_dict_or_model
         else:
             raise TypeError(
-                "from_hf_gpt2 expects a transformers GPT2LMHeadModel/GPT2Model or "
-                f"its state_dict; got {type(state_dict_or_model).__name__}"
+                "from_hf_gpt2 expects a transformers GPT2LMHeadModel/"
+                "GPT2Model or its state_dict; got "
+                f"{type(state_dict_or_model).__name__}"
             )
         sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
         if "wte.weight" not in sd:
@@ -532,30 +612,43 @@ class GPT(nn.Module):
             )
         vocab_size, n_embd = sd["wte.weight"].shape
         block_size = sd["wpe.weight"].shape[0]
-        n_layer = 1 + max(int(m.group(1)) for k in sd
-                          if (m := re.match(r"h\.(\d+)\.", k)))
+        n_layer = 1 + max(
+            int(m.group(1)) for k in sd if (m := re.match(r"h\.(\d+)\.", k))
+        )
         if n_head is None and hf_config is not None:
             n_head = hf_config.n_head
         elif n_head is None:
             if n_embd % 64:
                 raise ValueError(
-                    f"cannot tell n_head from a state dict with n_embd={n_embd} "
-                    "(not a multiple of GPT-2's 64-channel heads); pass n_head="
+                    "cannot tell n_head from a state dict with "
+                    f"n_embd={n_embd} (not a multiple of GPT-2's 64-channel "
+                    "heads); pass n_head="
                 )
             n_head = n_embd // 64
         if hf_config is not None:
             act = getattr(hf_config, "activation_function", "gelu_new")
             if act not in ("gelu_new", "gelu_pytorch_tanh"):
-                raise ValueError(f"unsupported activation {act!r}; GPT-2 uses "
-                                 "'gelu_new' (the tanh approximation)")
+                raise ValueError(
+                    f"unsupported activation {act!r}; GPT-2 uses "
+                    "'gelu_new' (the tanh approximation)"
+                )
         head = sd.get("lm_head.weight")
         tied = head is None or torch.equal(head, sd["wte.weight"])
-        sizes = dict(vocab_size=vocab_size, block_size=block_size,
-                     n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+        sizes = dict(
+            vocab_size=vocab_size,
+            block_size=block_size,
+            n_layer=n_layer,
+            n_head=n_head,
+            n_embd=n_embd,
+        )
         config = GPTConfig(**{**_GPT2, **sizes, "tie_weights": tied})
         model = cls(config)
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight",
-                  "mlp.c_fc.weight", "mlp.c_proj.weight")
+        conv1d = (
+            "attn.c_attn.weight",
+            "attn.c_proj.weight",
+            "mlp.c_fc.weight",
+            "mlp.c_proj.weight",
+        )
         ours = {}
         for k, v in sd.items():
             if k.endswith((".attn.bias", ".attn.masked_bias")):
@@ -571,12 +664,13 @@ class GPT(nn.Module):
         missing, unexpected = model.load_state_dict(ours, strict=False)
         if missing or unexpected:
             raise ValueError(
-                f"GPT-2 weights do not fit: missing {missing}, unexpected {unexpected}"
+                f"GPT-2 weights do not fit: missing {missing}, "
+                f"unexpected {unexpected}"
             )
         return model
 
     @classmethod
-    def from_pretrained(cls, name: str = "gpt2") -> "GPT":
+    def from_pretrained(cls, name: str = "gpt2") -> GPT:
         """Download OpenAI's GPT-2 weights from the Hugging Face hub (needs
         internet and the ``transformers`` package) and load them."""
         try:

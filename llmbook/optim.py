@@ -13,14 +13,14 @@ import torch
 import torch.nn as nn
 
 
-
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: matrices of Linear layers decay; embeddings (a tied LM
     head is an embedding too), norm gains and biases do not. Decay pulls a
     weight towards zero: right for a matrix that mixes channels, wrong for
     a gain whose neutral value is one or a row that only some tokens use."""
-    embeddings = {id(m.weight) for m in model.modules()
-                  if isinstance(m, nn.Embedding)}
+    embeddings = {
+        id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)
+    }
     decay, no_decay = [], []
     for p in model.parameters():  # parameters() lists a tied matrix once
         if not p.requires_grad:
@@ -29,8 +29,10 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             decay.append(p)
         else:
             no_decay.append(p)
-    return [dict(params=decay, weight_decay=weight_decay),
-            dict(params=no_decay, weight_decay=0.0)]
+    return [
+        dict(params=decay, weight_decay=weight_decay),
+        dict(params=no_decay, weight_decay=0.0),
+    ]
 
 
 class AdamW(torch.optim.Optimizer):
@@ -46,18 +48,26 @@ class AdamW(torch.optim.Optimizer):
     step costs a few kernel launches instead of a few per parameter.
     """
 
-    def __init__(self, params, lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ):
         if not lr >= 0.0:
             raise ValueError(f"lr must be >= 0, got {lr}")
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas must be in [0, 1), got {betas}")
         if not eps >= 0.0 or not weight_decay >= 0.0:
             raise ValueError(
-                f"eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps,
-                                      weight_decay=weight_decay))
+                f"eps and weight_decay must be >= 0, got {eps}, {weight_decay}"
+            )
+        super().__init__(
+            params,
+            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -99,8 +109,9 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
 
-def lr_at(step: int, *, lr: float, min_lr: float, warmup: int,
-          max_steps: int) -> float:
+def lr_at(
+    step: int, *, lr: float, min_lr: float, warmup: int, max_steps: int
+) -> float:
     """Learning rate at ``step`` (0-based): linear warmup from lr/warmup to
     lr over ``warmup`` steps (Goyal et al. 2017), then a half cosine down
     to ``min_lr`` at ``max_steps`` (Loshchilov and Hutter 2017); after
@@ -124,7 +135,9 @@ def clip_grad_norm(parameters, max_norm: float = 1.0) -> torch.Tensor:
     if not grads:
         return torch.tensor(0.0)
     norms = torch._foreach_norm(grads)  # one norm per tensor
-    total = torch.linalg.vector_norm(torch.stack(norms))  # sqrt(sum of squares)
+    total = torch.linalg.vector_norm(
+        torch.stack(norms)
+    )  # sqrt(sum of squares)
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_(grads, coef)
     return total

@@ -21,25 +21,71 @@ import dataclasses
 import os
 import sys
 
-from llmbook.checkpoint import (CHECKPOINT_FORMAT, load_checkpoint,
-                                load_model, save_checkpoint)
-from llmbook.loop import (TRAIN_PRESETS, TrainConfig, TrainingDiverged,
-                          TrainResult, autocast_context, estimate_loss,
-                          evaluate, get_tokenizer, pick_device, plot_metrics,
-                          train)
-from llmbook.loss import (LanguageModelLoss, LinearCrossEntropy,
-                          bits_per_byte, cross_entropy)
+from llmbook.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from llmbook.loop import (
+    TRAIN_PRESETS,
+    TrainConfig,
+    TrainingDiverged,
+    TrainResult,
+    autocast_context,
+    estimate_loss,
+    evaluate,
+    get_tokenizer,
+    pick_device,
+    plot_metrics,
+    train,
+)
+from llmbook.loss import (
+    LanguageModelLoss,
+    LinearCrossEntropy,
+    bits_per_byte,
+    cross_entropy,
+)
 from llmbook.optim import AdamW, clip_grad_norm, lr_at, param_groups
-from llmbook.runs import (RunCheck, book_checkpoint, book_run, check_run,
-                          checkpoint_dir, expected_band)
+from llmbook.runs import (
+    RunCheck,
+    book_checkpoint,
+    book_run,
+    check_run,
+    checkpoint_dir,
+    expected_band,
+)
 
 __all__ = [
-    "CHECKPOINT_FORMAT", "TRAIN_PRESETS", "AdamW", "LanguageModelLoss",
-    "LinearCrossEntropy", "TrainConfig", "TrainResult", "TrainingDiverged",
-    "RunCheck", "autocast_context", "bits_per_byte", "book_checkpoint",
-    "book_run", "check_run", "checkpoint_dir", "expected_band", "clip_grad_norm", "cross_entropy", "estimate_loss",
-    "evaluate", "get_tokenizer", "load_checkpoint", "load_model", "lr_at",
-    "main", "param_groups", "pick_device", "plot_metrics", "save_checkpoint",
+    "CHECKPOINT_FORMAT",
+    "TRAIN_PRESETS",
+    "AdamW",
+    "LanguageModelLoss",
+    "LinearCrossEntropy",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDiverged",
+    "RunCheck",
+    "autocast_context",
+    "bits_per_byte",
+    "book_checkpoint",
+    "book_run",
+    "check_run",
+    "checkpoint_dir",
+    "expected_band",
+    "clip_grad_norm",
+    "cross_entropy",
+    "estimate_loss",
+    "evaluate",
+    "get_tokenizer",
+    "load_checkpoint",
+    "load_model",
+    "lr_at",
+    "main",
+    "param_groups",
+    "pick_device",
+    "plot_metrics",
+    "save_checkpoint",
     "train",
 ]
 
@@ -55,22 +101,29 @@ def _parse_set(items: list[str]) -> dict:
             raise ValueError(f"--set takes key=value, got {item!r}")
         if key not in fields:
             raise ValueError(
-                f"unknown setting {key!r}; settings are {sorted(fields)}")
+                f"unknown setting {key!r}; settings are {sorted(fields)}"
+            )
         default = getattr(TrainConfig(), key)
         try:
             if isinstance(default, bool):
                 if value.lower() not in ("true", "false", "1", "0"):
                     raise ValueError
                 out[key] = value.lower() in ("true", "1")
-            elif isinstance(default, int) or key in ("n_layer", "n_head", "n_embd"):
+            elif isinstance(default, int) or key in (
+                "n_layer",
+                "n_head",
+                "n_embd",
+            ):
                 out[key] = int(value)
             elif isinstance(default, float):
                 out[key] = float(value)
             else:
                 out[key] = value
         except ValueError:
-            raise ValueError(f"setting {key}={value!r} is not a valid "
-                             f"{type(default).__name__}") from None
+            raise ValueError(
+                f"setting {key}={value!r} is not a valid "
+                f"{type(default).__name__}"
+            ) from None
     return out
 
 
@@ -81,31 +134,49 @@ def main(argv: list[str] | None = None) -> int:
         "the book's BPE (trained on Shakespeare; any UTF-8 text encodes), or "
         "with --set tokenizer=own, a BPE trained on your file. The last 10% "
         "of the file is held out for validation. Runs on N processes with "
-        "torchrun --nproc_per_node N -m llmbook.train ...")
-    parser.add_argument("--preset", default="book",
-                        help=f"one of {list(TRAIN_PRESETS)}")
-    parser.add_argument("--data", default=None,
-                        help="UTF-8 text file (default: the book's Shakespeare)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a TrainConfig field, e.g. max_steps=200")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from out_dir/ckpt.pt if it exists")
+        "torchrun --nproc_per_node N -m llmbook.train ...",
+    )
+    parser.add_argument(
+        "--preset", default="book", help=f"one of {list(TRAIN_PRESETS)}"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="UTF-8 text file (default: the book's Shakespeare)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a TrainConfig field, e.g. max_steps=200",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from out_dir/ckpt.pt if it exists",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
         cfg = TrainConfig.preset(args.preset, **_parse_set(args.set))
-        result = train(cfg, args.data, resume=args.resume, progress=not args.quiet)
+        result = train(
+            cfg, args.data, resume=args.resume, progress=not args.quiet
+        )
     except (ValueError, TypeError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         import torch.distributed as dist
+
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final train loss {result.history[-1]['train_loss']:.4f}")
-        print(f"val loss {result.val_loss:.4f} nats/token, "
-              f"bits per byte {result.val_bpb:.4f}")
+        print(
+            f"val loss {result.val_loss:.4f} nats/token, "
+            f"bits per byte {result.val_bpb:.4f}"
+        )
         print(f"checkpoint: {result.checkpoint}")
     return 0
 

@@ -1,4 +1,5 @@
-"""llmbook.attention against PyTorch's fused attention and RoPE's definition."""
+"""llmbook.attention against PyTorch's fused attention, and RoPE against its
+definition."""
 
 import math
 
@@ -27,7 +28,7 @@ def qkv(B=2, nh=3, T=7, hs=8, t_k=None, seed=0):
     return q, k, v
 
 
-# -- the formula ---------------------------------------------------------------
+# -- the formula --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 3, 7, 8), (3, 4, 33, 16)])
@@ -41,7 +42,9 @@ def test_written_out_equals_sdpa(shape):
 def test_written_out_equals_sdpa_in_training_mode_without_dropout():
     q, k, v = qkv()
     ours = causal_attention(q, k, v, dropout_p=0.0, training=True)
-    ref = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=True)
+    ref = F.scaled_dot_product_attention(
+        q, k, v, dropout_p=0.0, is_causal=True
+    )
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
 
 
@@ -64,7 +67,9 @@ def test_fewer_queries_than_keys_are_the_last_positions(t_q):
     full = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     for attend in (causal_attention, fused_causal_attention):
         part = attend(q[:, :, -t_q:], k, v)
-        torch.testing.assert_close(part, full[:, :, -t_q:], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            part, full[:, :, -t_q:], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_more_queries_than_keys_is_an_error():
@@ -96,7 +101,7 @@ def test_future_does_not_leak():
     assert not torch.allclose(out[:, :, 4:], out2[:, :, 4:])
 
 
-# -- RoPE ------------------------------------------------------------------------
+# -- RoPE ---------------------------------------------------------------------
 
 
 def test_rope_tables():
@@ -116,7 +121,8 @@ def test_rope_needs_even_head_size(hs):
 
 def rope_as_complex(x, m, base=10000.0):
     """RoFormer's definition: pair (x_i, x_{i+hs/2}) as the complex number
-    x_i + i x_{i+hs/2} and multiply it by e^{i m theta_j} (rotate-half pairing)."""
+    x_i + i x_{i+hs/2} and multiply it by e^{i m theta_j} (rotate-half
+    pairing)."""
     hs = x.size(-1)
     theta = base ** (-2.0 * torch.arange(hs // 2, dtype=torch.float64) / hs)
     z = torch.complex(x[..., : hs // 2].double(), x[..., hs // 2 :].double())
@@ -131,13 +137,17 @@ def test_rope_equals_complex_rotation():
         ours = apply_rope(x, cos, sin, offset=offset)
         for t in range(5):
             ref = rope_as_complex(x[:, :, t], offset + t)
-            torch.testing.assert_close(ours[:, :, t], ref, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(
+                ours[:, :, t], ref, atol=1e-4, rtol=1e-4
+            )
 
 
 def test_rope_keeps_lengths():
     cos, sin = precompute_rope(16, 32)
     x = torch.randn(4, 2, 32, 16)
-    torch.testing.assert_close(apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(
+        apply_rope(x, cos, sin).norm(dim=-1), x.norm(dim=-1)
+    )
 
 
 def test_rope_scores_depend_only_on_relative_position():
@@ -154,7 +164,9 @@ def test_rope_scores_depend_only_on_relative_position():
 
     for m, n in [(5, 2), (2, 5), (9, 9), (100, 30)]:
         for shift in (1, 17, 300):
-            assert score(m, n) == pytest.approx(score(m + shift, n + shift), abs=1e-4)
+            assert score(m, n) == pytest.approx(
+                score(m + shift, n + shift), abs=1e-4
+            )
     # and it does depend on the distance
     assert abs(score(5, 2) - score(5, 4)) > 1e-3
 
@@ -199,8 +211,11 @@ def test_module_matches_a_by_hand_reference():
     heads = []
     for h in range(cfg.n_head):
         sl = slice(h * hs, (h + 1) * hs)
-        heads.append(F.scaled_dot_product_attention(
-            q[..., sl], k[..., sl], v[..., sl], is_causal=True))
+        heads.append(
+            F.scaled_dot_product_attention(
+                q[..., sl], k[..., sl], v[..., sl], is_causal=True
+            )
+        )
     ref = attn.c_proj(torch.cat(heads, dim=-1))
     torch.testing.assert_close(attn(x), ref, atol=1e-5, rtol=1e-5)
 
@@ -218,11 +233,15 @@ def test_module_with_cache_matches_full():
         for a, b in [(0, 4), (4, 5), (5, 9), (9, 10), (10, 12)]:
             outs.append(attn(x[:, a:b], rope, cache))
             cache.advance(b - a)
-        torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_kv_cache_buffers():
-    cache = KVCache(n_layer=3, batch_size=2, n_head=4, block_size=10, head_size=8)
+    cache = KVCache(
+        n_layer=3, batch_size=2, n_head=4, block_size=10, head_size=8
+    )
     assert len(cache.k) == len(cache.v) == 3
     assert cache.k[0].shape == (2, 4, 10, 8) and cache.pos == 0
     k, v = torch.randn(2, 4, 3, 8), torch.randn(2, 4, 3, 8)
@@ -250,7 +269,7 @@ def test_sdpa_scale_is_one_over_sqrt_head_size():
     assert 0.9 < scores.var().item() < 1.1
 
 
-# -- boolean masks ---------------------------------------------------------------
+# -- boolean masks ------------------------------------------------------------
 #
 # Against F.scaled_dot_product_attention with the same boolean mask (causality
 # folded in), in float64 so that agreement is to 1e-12, not to float32 noise.
@@ -305,18 +324,21 @@ def test_masked_attention_float32_paths_agree():
     q, k, v = qkv(B=2, nh=3, T=6)
     mask = random_mask((2, 1, 6, 6), seed=3)
     ref = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask & causal_mask(6, 6))
+        q, k, v, attn_mask=mask & causal_mask(6, 6)
+    )
     for attend in (causal_attention, fused_causal_attention):
-        torch.testing.assert_close(attend(q, k, v, mask=mask), ref,
-                                   atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(
+            attend(q, k, v, mask=mask), ref, atol=1e-6, rtol=1e-5
+        )
 
 
 def test_an_all_true_mask_changes_nothing():
     q, k, v = qkv(T=6)
     ones = torch.ones(6, 6, dtype=torch.bool)
     for attend in (causal_attention, fused_causal_attention):
-        torch.testing.assert_close(attend(q, k, v, mask=ones), attend(q, k, v),
-                                   atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            attend(q, k, v, mask=ones), attend(q, k, v), atol=1e-6, rtol=1e-6
+        )
 
 
 @pytest.mark.parametrize("attend", [causal_attention, fused_causal_attention])
@@ -339,9 +361,11 @@ def test_masked_attention_gradients_equal_sdpa():
     mask = random_mask((2, 1, 5, 5), seed=7)
     full = mask & causal_mask(5, 5)
     grads = []
-    for fn in (lambda *a: causal_attention(*a, mask=mask),
-               lambda *a: fused_causal_attention(*a, mask=mask),
-               lambda *a: F.scaled_dot_product_attention(*a, attn_mask=full)):
+    for fn in (
+        lambda *a: causal_attention(*a, mask=mask),
+        lambda *a: fused_causal_attention(*a, mask=mask),
+        lambda *a: F.scaled_dot_product_attention(*a, attn_mask=full),
+    ):
         x = [t.clone().requires_grad_() for t in (q, k, v)]
         fn(*x).pow(2).sum().backward()
         grads.append([t.grad for t in x])
@@ -365,7 +389,9 @@ def test_rope_at_positions_equals_rope_at_offsets():
     cos, sin = precompute_rope(8, 16)
     x = torch.randn(3, 2, 5, 8)  # (B, nh, T, hs)
     offsets = [0, 4, 11]
-    positions = torch.stack([torch.arange(o, o + 5) for o in offsets])  # (B, T)
+    positions = torch.stack(
+        [torch.arange(o, o + 5) for o in offsets]
+    )  # (B, T)
     rows = apply_rope(x, cos, sin, positions=positions)
     for b, o in enumerate(offsets):
         assert torch.equal(rows[b], apply_rope(x[b], cos, sin, offset=o))
@@ -373,7 +399,9 @@ def test_rope_at_positions_equals_rope_at_offsets():
     assert torch.equal(same, apply_rope(x, cos, sin, offset=2))
     with pytest.raises(ValueError, match="tables cover positions 0..15"):
         apply_rope(x, cos, sin, positions=positions + 5)
-    with pytest.raises(ValueError, match=r"positions must be \(T,\) or \(B, T\)"):
+    with pytest.raises(
+        ValueError, match=r"positions must be \(T,\) or \(B, T\)"
+    ):
         apply_rope(x, cos, sin, positions=torch.arange(4))
 
 

@@ -7,7 +7,6 @@ that feeds the whole (cropped) context at every step, as the book first
 writes it.
 """
 
-import math
 import os
 import subprocess
 import sys
@@ -61,11 +60,12 @@ def reference_greedy(model, ids, n):
         for _ in range(n):
             logits = model(torch.tensor([ctx[-bs:]]))[0, -1]
             ctx.append(int(logits.argmax()))
-    return ctx[len(ids):]
+    return ctx[len(ids) :]
 
 
 # ---------------------------------------------------------------------------
 # The transforms, against hand-computed cases
+
 
 def test_temperature_raises_probabilities_to_the_power_one_over_t():
     p = torch.tensor([0.5, 0.3, 0.15, 0.05])
@@ -87,7 +87,8 @@ def test_top_k_keeps_the_k_largest():
     # rows are independent
     rows = torch.tensor([[1.0, 3.0, 2.0], [5.0, 4.0, 6.0]])
     assert top_k_filter(rows, 1).tolist() == [
-        [NEG_INF, 3.0, NEG_INF], [NEG_INF, NEG_INF, 6.0]
+        [NEG_INF, 3.0, NEG_INF],
+        [NEG_INF, NEG_INF, 6.0],
     ]
 
 
@@ -95,7 +96,11 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     # vocabulary order scrambled: probabilities 0.15, 0.5, 0.05, 0.3
     p = torch.tensor([0.15, 0.5, 0.05, 0.3])
     cases = {  # p -> kept ids, by hand: 0.5, +0.3 = 0.8, +0.15 = 0.95, +0.05
-        0.3: {1}, 0.45: {1}, 0.75: {1, 3}, 0.85: {0, 1, 3}, 0.99: {0, 1, 2, 3},
+        0.3: {1},
+        0.45: {1},
+        0.75: {1, 3},
+        0.85: {0, 1, 3},
+        0.99: {0, 1, 2, 3},
         1.0: {0, 1, 2, 3},
     }
     for top_p, kept in cases.items():
@@ -106,20 +111,24 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     rows = torch.stack([p, p.flip(0)]).log()
     out = top_p_filter(rows, 0.75)
     assert (out > NEG_INF).tolist() == [
-        [False, True, False, True], [True, False, True, False]
+        [False, True, False, True],
+        [True, False, True, False],
     ]
 
 
 def test_transforms_match_transformers_warpers():
     from transformers import (
-        TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
     )
 
     torch.manual_seed(0)
     logits = torch.randn(8, 100) * 3  # (B, V)
     ids = torch.zeros(8, 1, dtype=torch.long)  # unused by these warpers
     torch.testing.assert_close(
-        apply_temperature(logits, 0.7), TemperatureLogitsWarper(0.7)(ids, logits)
+        apply_temperature(logits, 0.7),
+        TemperatureLogitsWarper(0.7)(ids, logits),
     )
     for k in (1, 5, 50):
         assert torch.equal(
@@ -143,12 +152,14 @@ def test_sample_next_greedy_and_frequencies():
     # top_k=2 never draws the third token; renormalised 2/3, 1/3
     draws = sample_next(probs.log().expand(20000, 3), top_k=2, generator=g)
     freq = torch.bincount(draws, minlength=3) / 20000
-    torch.testing.assert_close(freq, torch.tensor([2 / 3, 1 / 3, 0.0]),
-                               atol=0.015, rtol=0)
+    torch.testing.assert_close(
+        freq, torch.tensor([2 / 3, 1 / 3, 0.0]), atol=0.015, rtol=0
+    )
 
 
 # ---------------------------------------------------------------------------
 # The loop
+
 
 def test_greedy_matches_the_plain_loop_with_and_without_cache(model):
     bs = model.config.block_size  # 16
@@ -218,32 +229,46 @@ def test_batched_prompts_match_one_at_a_time(model):
 # Prompts of different lengths: lengths 1 .. 20 against block_size 16, so
 # that some are cropped, and 25 new tokens, so that every row runs past the
 # window (the cache refills) at a different step.
-RAGGED = [[7], [1, 2, 3], list(range(10, 30)), [5, 4, 3, 2, 1, 0, 9, 8, 7],
-          list(range(3, 19))]
+RAGGED = [
+    [7],
+    [1, 2, 3],
+    list(range(10, 30)),
+    [5, 4, 3, 2, 1, 0, 9, 8, 7],
+    list(range(3, 19)),
+]
 
 
 @pytest.mark.parametrize("use_cache", [True, False])
-def test_prompts_of_different_lengths_equal_each_prompt_alone(model, use_cache):
+def test_prompts_of_different_lengths_equal_each_prompt_alone(
+    model, use_cache
+):
     kw = dict(use_cache=use_cache, eot_id=0)
     prompts = RAGGED + [[]]  # an empty prompt starts from eot_id
     greedy = generate(model, prompts, 25, temperature=0, **kw)
-    assert greedy == [generate(model, p, 25, temperature=0, **kw)
-                      for p in prompts]
+    assert greedy == [
+        generate(model, p, 25, temperature=0, **kw) for p in prompts
+    ]
     assert greedy[0] == reference_greedy(model, [7], 25)
     sample = dict(temperature=0.9, top_k=40, top_p=0.95, **kw)
     seeds = [11, 12, 13, 14, 15, 16]
     rows = generate(model, prompts, 25, seed=seeds, **sample)
-    assert rows == [generate(model, p, 25, seed=s, **sample)
-                    for p, s in zip(prompts, seeds)]
+    assert rows == [
+        generate(model, p, 25, seed=s, **sample)
+        for p, s in zip(prompts, seeds)
+    ]
     # one int seeds every row alike: each equals that prompt with that seed
     rows = generate(model, prompts, 25, seed=5, **sample)
     assert rows == [generate(model, p, 25, seed=5, **sample) for p in prompts]
     # 1-D tensors as prompts; a stop token ends each row where it would alone
     stop = greedy[2][3]
     tensors = [torch.tensor(p) for p in RAGGED]
-    stopped = generate(model, tensors, 25, temperature=0, stop_ids=[stop], **kw)
-    assert stopped == [generate(model, p, 25, temperature=0, stop_ids=[stop],
-                                **kw) for p in RAGGED]
+    stopped = generate(
+        model, tensors, 25, temperature=0, stop_ids=[stop], **kw
+    )
+    assert stopped == [
+        generate(model, p, 25, temperature=0, stop_ids=[stop], **kw)
+        for p in RAGGED
+    ]
     assert stopped[2] == greedy[2][: greedy[2].index(stop) + 1]
 
 
@@ -260,10 +285,14 @@ def test_stop_ids_end_generation_and_are_included(model):
     full = generate(model, ids, 30, temperature=0)
     stop = full[4]
     first = full.index(stop)
-    assert generate(model, ids, 30, temperature=0, stop_ids=[stop]) == \
-        full[: first + 1]
-    assert generate(model, ids, 30, temperature=0, stop_ids=stop) == \
-        full[: first + 1]
+    assert (
+        generate(model, ids, 30, temperature=0, stop_ids=[stop])
+        == full[: first + 1]
+    )
+    assert (
+        generate(model, ids, 30, temperature=0, stop_ids=stop)
+        == full[: first + 1]
+    )
     # in a batch a finished row repeats its stop token until all are done
     torch.manual_seed(3)
     prompts = torch.randint(0, model.config.vocab_size, (2, 4))
@@ -279,8 +308,9 @@ def test_stop_ids_end_generation_and_are_included(model):
 
 def test_empty_prompt_starts_from_end_of_text(model):
     eot = model.config.vocab_size - 1
-    assert generate(model, [], 8, temperature=0, eot_id=eot) == \
-        reference_greedy(model, [eot], 8)
+    assert generate(
+        model, [], 8, temperature=0, eot_id=eot
+    ) == reference_greedy(model, [eot], 8)
     with pytest.raises(ValueError, match="prompt is empty.*eot_id="):
         generate(model, [], 8)
 
@@ -317,7 +347,9 @@ def test_bad_arguments_say_what_is_wrong():
         generate(model, torch.zeros(1, 1, 2, dtype=torch.long), 5)
     with pytest.raises(ValueError, match="one per prompt"):
         generate(model, [[[1, 2]], [3]], 5)
-    with pytest.raises(ValueError, match="seed is a list of 1 but there are 2"):
+    with pytest.raises(
+        ValueError, match="seed is a list of 1 but there are 2"
+    ):
         generate(model, [[1, 2], [3]], 5, seed=[1])
     with pytest.raises(TypeError, match="a list of seeds needs a list"):
         generate(model, [1, 2], 5, seed=[1])
@@ -337,6 +369,7 @@ def test_bad_arguments_say_what_is_wrong():
 
 # ---------------------------------------------------------------------------
 # Text out
+
 
 class ByteTokenizer:
     """One token per byte: the worst case for split UTF-8 characters."""
@@ -362,8 +395,9 @@ def test_text_stream_never_splits_a_character(tok):
     # an incomplete character at the very end still comes out, replaced
     ts = TextStream(tok)
     cut = "\u20ac".encode()[:2]
-    assert "".join([ts.push(b) for b in b"a" + cut] + [ts.flush()]) == \
-        b"a".decode() + cut.decode("utf-8", errors="replace")
+    assert "".join(
+        [ts.push(b) for b in b"a" + cut] + [ts.flush()]
+    ) == b"a".decode() + cut.decode("utf-8", errors="replace")
 
 
 @pytest.mark.slow  # building GPT-2's 50k merges takes a few seconds
@@ -385,6 +419,7 @@ def test_text_stream_with_gpt2_tokenizer():
 # ---------------------------------------------------------------------------
 # The command line
 
+
 def _checkpoint(tmp_path: Path) -> Path:
     """A tiny untrained model plus a byte-level tokenizer, saved the way the
     training chapter saves its checkpoints."""
@@ -392,13 +427,17 @@ def _checkpoint(tmp_path: Path) -> Path:
     from llmbook.tokenizer import Tokenizer
     from llmbook.train import TrainConfig
 
-    tok = Tokenizer({i: bytes([i]) for i in range(256)}, [],
-                    special_tokens=["<|endoftext|>"])
+    tok = Tokenizer(
+        {i: bytes([i]) for i in range(256)},
+        [],
+        special_tokens=["<|endoftext|>"],
+    )
     torch.manual_seed(0)
     model = GPT(GPTConfig.preset("tiny", vocab_size=tok.vocab_size))
     path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model, None, TrainConfig.preset("smoke"), tok,
-                    step=0)
+    save_checkpoint(
+        path, model, None, TrainConfig.preset("smoke"), tok, step=0
+    )
     return path
 
 
@@ -406,7 +445,11 @@ def _run_cli(*args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, "-m", "llmbook.generate", *args],
-        capture_output=True, text=True, encoding="utf-8", env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=120,
     )
 
 
@@ -417,11 +460,32 @@ def test_cli_streams_the_same_text_as_generate(tmp_path):
 
     model, tok = load_model(path)
     prompt = "To be, or not"
-    args = ["--checkpoint", str(path), "--prompt", prompt,
-            "--max-new-tokens", "40", "--temperature", "0.9", "--top-k", "50",
-            "--top-p", "0.95", "--seed", "3"]
-    ids = generate(model, tok.encode(prompt), 40, temperature=0.9, top_k=50,
-                   top_p=0.95, seed=3, stop_ids=[tok.eot_id])
+    args = [
+        "--checkpoint",
+        str(path),
+        "--prompt",
+        prompt,
+        "--max-new-tokens",
+        "40",
+        "--temperature",
+        "0.9",
+        "--top-k",
+        "50",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "3",
+    ]
+    ids = generate(
+        model,
+        tok.encode(prompt),
+        40,
+        temperature=0.9,
+        top_k=50,
+        top_p=0.95,
+        seed=3,
+        stop_ids=[tok.eot_id],
+    )
     ids = [i for i in ids if i != tok.eot_id]
     want = prompt + tok.decode(ids) + "\n"
     result = _run_cli(*args)

@@ -57,7 +57,8 @@ def test_every_module_has_a_place_in_the_order():
     assert not unlisted, (
         f"llmbook/{unlisted[0]}.py is not in MODULE_ORDER: add it to the list "
         "and the docstring in llmbook/__init__.py, after every module it "
-        "imports")
+        "imports"
+    )
     for name in order:  # the docstring names each module, in the same order
         assert f"``{name}``" in llmbook.__doc__, name
 
@@ -70,8 +71,11 @@ def test_no_import_cycles():
         state[m] = "open"
         for dep in edges.get(m, {}):
             if state.get(dep) == "open":
-                cycle = path[path.index(dep):] + [m, dep] if dep in path \
+                cycle = (
+                    path[path.index(dep) :] + [m, dep]
+                    if dep in path
                     else [m, dep]
+                )
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep, path + [m])
@@ -87,7 +91,8 @@ def test_imports_only_go_to_earlier_modules():
     backward = [
         f"llmbook/{m}.py:{line} imports {dep}, which comes after it in "
         "MODULE_ORDER"
-        for m, deps in graph().items() if m in rank
+        for m, deps in graph().items()
+        if m in rank
         for dep, line in sorted(deps.items(), key=lambda kv: kv[1])
         if dep not in rank or rank[dep] > rank[m]
     ]
@@ -98,6 +103,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
     (tmp_path / "a.py").write_text(
         "import llmbook.b\nfrom llmbook import c\nfrom llmbook.d import x\n"
         "from . import e\nfrom .f import y\nimport os\n"
-        "def late():\n    import llmbook.g as G\n")
+        "def late():\n    import llmbook.g as G\n"
+    )
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
     assert sorted(imported_modules("a")) == ["b", "c", "d", "e", "f", "g"]

@@ -10,8 +10,11 @@ import torch.nn.functional as F
 
 from llmbook.model import GPT, MLP, PRESETS, GPTConfig, RMSNorm
 
-ARCHS = list(itertools.product(["learned", "rope"], ["layernorm", "rmsnorm"],
-                               ["gelu", "swiglu"]))
+ARCHS = list(
+    itertools.product(
+        ["learned", "rope"], ["layernorm", "rmsnorm"], ["gelu", "swiglu"]
+    )
+)
 GPT2_STYLE = dict(positions="learned", norm="layernorm", mlp="gelu", bias=True)
 BOOK_STYLE = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 
@@ -23,10 +26,12 @@ def tiny(seed=0, **overrides):
 
 def ids(cfg, B=2, T=None, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, cfg.vocab_size, (B, T or cfg.block_size), generator=g)
+    return torch.randint(
+        0, cfg.vocab_size, (B, T or cfg.block_size), generator=g
+    )
 
 
-# -- configuration ---------------------------------------------------------------
+# -- configuration ------------------------------------------------------------
 
 
 def test_defaults_are_gpt2():
@@ -35,13 +40,28 @@ def test_defaults_are_gpt2():
 
 def test_presets():
     gpt2 = GPTConfig.preset("gpt2")
-    assert (gpt2.vocab_size, gpt2.block_size, gpt2.n_layer, gpt2.n_head,
-            gpt2.n_embd) == (50257, 1024, 12, 12, 768)
-    assert (gpt2.positions, gpt2.norm, gpt2.mlp, gpt2.bias, gpt2.tie_weights) == (
-        "learned", "layernorm", "gelu", True, True)
+    assert (
+        gpt2.vocab_size,
+        gpt2.block_size,
+        gpt2.n_layer,
+        gpt2.n_head,
+        gpt2.n_embd,
+    ) == (50257, 1024, 12, 12, 768)
+    assert (
+        gpt2.positions,
+        gpt2.norm,
+        gpt2.mlp,
+        gpt2.bias,
+        gpt2.tie_weights,
+    ) == ("learned", "layernorm", "gelu", True, True)
     book = GPTConfig.preset("book")
-    assert (book.positions, book.norm, book.mlp, book.bias, book.tie_weights) == (
-        "rope", "rmsnorm", "swiglu", False, True)
+    assert (
+        book.positions,
+        book.norm,
+        book.mlp,
+        book.bias,
+        book.tie_weights,
+    ) == ("rope", "rmsnorm", "swiglu", False, True)
     assert book.vocab_size == 4096
     assert set(PRESETS) >= {"gpt2", "gpt2-medium", "book", "tiny"}
     assert GPTConfig.preset("book", n_layer=6).n_layer == 6
@@ -49,26 +69,39 @@ def test_presets():
 
 
 def test_preset_errors():
-    with pytest.raises(ValueError, match="unknown preset 'gpt5'.*choose one of"):
+    with pytest.raises(
+        ValueError, match="unknown preset 'gpt5'.*choose one of"
+    ):
         GPTConfig.preset("gpt5")
-    with pytest.raises(TypeError, match=r"unknown GPTConfig field\(s\) \['n_layers'\]"):
+    with pytest.raises(
+        TypeError, match=r"unknown GPTConfig field\(s\) \['n_layers'\]"
+    ):
         GPTConfig.preset("tiny", n_layers=3)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_embd=30, n_head=4), "n_embd \\(30\\) must be divisible by n_head \\(4\\)"),
-    (dict(n_embd=30, n_head=2, positions="rope"), "RoPE needs an even head size"),
-    (dict(n_layer=0), "n_layer must be a positive integer; got 0"),
-    (dict(vocab_size=-5), "vocab_size must be a positive integer"),
-    (dict(block_size=2.5), "block_size must be a positive integer"),
-    (dict(n_head=True), "n_head must be a positive integer"),
-    (dict(positions="alibi"), "unknown positions 'alibi'; choose one of"),
-    (dict(norm="batchnorm"), "unknown norm 'batchnorm'"),
-    (dict(mlp="relu"), "unknown mlp 'relu'"),
-    (dict(dropout=1.0), "dropout must be in \\[0, 1\\)"),
-    (dict(dropout=-0.1), "dropout must be in \\[0, 1\\)"),
-    (dict(bias="yes"), "bias must be True or False"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            dict(n_embd=30, n_head=4),
+            "n_embd \\(30\\) must be divisible by n_head \\(4\\)",
+        ),
+        (
+            dict(n_embd=30, n_head=2, positions="rope"),
+            "RoPE needs an even head size",
+        ),
+        (dict(n_layer=0), "n_layer must be a positive integer; got 0"),
+        (dict(vocab_size=-5), "vocab_size must be a positive integer"),
+        (dict(block_size=2.5), "block_size must be a positive integer"),
+        (dict(n_head=True), "n_head must be a positive integer"),
+        (dict(positions="alibi"), "unknown positions 'alibi'; choose one of"),
+        (dict(norm="batchnorm"), "unknown norm 'batchnorm'"),
+        (dict(mlp="relu"), "unknown mlp 'relu'"),
+        (dict(dropout=1.0), "dropout must be in \\[0, 1\\)"),
+        (dict(dropout=-0.1), "dropout must be in \\[0, 1\\)"),
+        (dict(bias="yes"), "bias must be True or False"),
+    ],
+)
 def test_invalid_configs(overrides, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig.preset("tiny", **overrides)
@@ -92,7 +125,7 @@ def test_swiglu_hidden_size_keeps_the_gelu_parameter_count():
     assert GPTConfig(n_embd=768).mlp_hidden == 3072
 
 
-# -- the pieces --------------------------------------------------------------------
+# -- the pieces ---------------------------------------------------------------
 
 
 def test_rmsnorm_matches_torch():
@@ -124,19 +157,23 @@ def test_swiglu_mlp_by_hand():
     torch.testing.assert_close(mlp(x), ref, atol=1e-6, rtol=1e-5)
 
 
-# -- every architecture -------------------------------------------------------------
+# -- every architecture -------------------------------------------------------
 
 
 @pytest.mark.parametrize("positions, norm, mlp", ARCHS)
 @pytest.mark.parametrize("bias, tie", [(True, True), (False, False)])
 def test_every_architecture_runs(positions, norm, mlp, bias, tie):
-    model = tiny(positions=positions, norm=norm, mlp=mlp, bias=bias, tie_weights=tie)
+    model = tiny(
+        positions=positions, norm=norm, mlp=mlp, bias=bias, tie_weights=tie
+    )
     cfg = model.config
     names = dict(model.named_parameters())
     assert ("wpe.weight" in names) == (positions == "learned")
     assert (model.lm_head.weight is model.wte.weight) == tie
-    assert isinstance(model.blocks[0].ln_1,
-                      RMSNorm if norm == "rmsnorm" else torch.nn.LayerNorm)
+    assert isinstance(
+        model.blocks[0].ln_1,
+        RMSNorm if norm == "rmsnorm" else torch.nn.LayerNorm,
+    )
     assert any(n.endswith(".bias") for n in names) == bias
     idx = ids(cfg)
     logits = model(idx)
@@ -183,9 +220,11 @@ def test_initialisation():
     c_proj = model.blocks[0].mlp.c_proj.weight
     assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
     assert model.blocks[3].attn.c_proj.weight.std().item() == pytest.approx(
-        0.02 / 4, rel=0.05)
+        0.02 / 4, rel=0.05
+    )
     assert model.blocks[0].attn.c_attn.weight.std().item() == pytest.approx(
-        0.02, rel=0.05)
+        0.02, rel=0.05
+    )
     assert model.wte.weight.std().item() == pytest.approx(0.02, rel=0.05)
     for name, p in model.named_parameters():
         if name.endswith(".bias"):
@@ -194,7 +233,7 @@ def test_initialisation():
             assert torch.all(p == 1), name
 
 
-# -- counting ------------------------------------------------------------------------
+# -- counting -----------------------------------------------------------------
 
 
 def meta_model(name, **overrides):
@@ -226,15 +265,25 @@ def test_parameter_count_of_real_models(positions, norm, mlp, tie):
     assert model.num_parameters() == sum(unique.values())
     cfg = model.config
     lookup = (cfg.block_size * cfg.n_embd if positions == "learned" else 0) + (
-        0 if tie else cfg.vocab_size * cfg.n_embd)
-    assert model.num_parameters(non_embedding=True) == model.num_parameters() - lookup
+        0 if tie else cfg.vocab_size * cfg.n_embd
+    )
+    assert (
+        model.num_parameters(non_embedding=True)
+        == model.num_parameters() - lookup
+    )
 
 
 def test_gpt2_parameter_count_by_formula():
     # where GPT-2's parameters live, as the chapter tabulates them
     V, T, L, C = 50257, 1024, 12, 768
-    per_block = (2 * C) + (C * 3 * C + 3 * C) + (C * C + C) + (2 * C) + (
-        C * 4 * C + 4 * C) + (4 * C * C + C)
+    per_block = (
+        (2 * C)
+        + (C * 3 * C + 3 * C)
+        + (C * C + C)
+        + (2 * C)
+        + (C * 4 * C + 4 * C)
+        + (4 * C * C + C)
+    )
     total = V * C + T * C + L * per_block + 2 * C
     assert total == 124_439_808 == meta_model("gpt2").num_parameters()
 
@@ -246,7 +295,7 @@ def test_flops_per_token():
     assert model.flops_per_token(seq_len=256) == 6 * n + 12 * 12 * 768 * 256
 
 
-# -- bad input -------------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------
 
 
 def test_bad_input():
@@ -256,13 +305,19 @@ def test_bad_input():
         model(torch.zeros(1, 4))
     with pytest.raises(TypeError, match="must be a torch.Tensor"):
         model([[1, 2, 3]])
-    with pytest.raises(ValueError, match=r"shape \(B, T\), got \(4,\).*unsqueeze\(0\)"):
+    with pytest.raises(
+        ValueError, match=r"shape \(B, T\), got \(4,\).*unsqueeze\(0\)"
+    ):
         model(torch.tensor([1, 2, 3, 4]))
     with pytest.raises(ValueError, match=r"shape \(B, T\), got \(1, 1, 4\)"):
         model(torch.zeros(1, 1, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="sequence length 17 exceeds block_size 16"):
+    with pytest.raises(
+        ValueError, match="sequence length 17 exceeds block_size 16"
+    ):
         model(torch.zeros(1, cfg.block_size + 1, dtype=torch.long))
-    with pytest.raises(ValueError, match="token id 64 is out of range for vocab_size"):
+    with pytest.raises(
+        ValueError, match="token id 64 is out of range for vocab_size"
+    ):
         model(torch.tensor([[1, 64]]))
     with pytest.raises(ValueError, match="token id -1 is out of range"):
         model(torch.tensor([[-1, 2]]))
@@ -272,10 +327,12 @@ def test_bad_input():
     assert model(torch.tensor([[1, 2]], dtype=torch.int32)).shape == (1, 2, 64)
 
 
-# -- the KV cache ----------------------------------------------------------------------
+# -- the KV cache -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"])
+@pytest.mark.parametrize(
+    "arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"]
+)
 @pytest.mark.parametrize("fast", [True, False])
 def test_kv_cache_matches_full_forward(arch, fast):
     model = tiny(**arch).eval().set_fast_attention(fast)
@@ -289,38 +346,56 @@ def test_kv_cache_matches_full_forward(arch, fast):
         for a, b in chunks:  # prefill, single steps, multi-token chunks
             parts.append(model(idx[:, a:b], kv_cache=cache))
             assert cache.pos == b
-        torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5
+        )
         # reset and reuse: a different sequence, one token at a time
         cache.reset()
         idx2 = ids(model.config, B=3, seed=1)
         steps = [model(idx2[:, t : t + 1], kv_cache=cache) for t in range(16)]
-        torch.testing.assert_close(torch.cat(steps, 1), model(idx2),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.cat(steps, 1), model(idx2), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_kv_cache_errors():
     model = tiny(**BOOK_STYLE).eval()
     cache = model.new_kv_cache(2)
-    assert cache.k[0].shape == (2, 2, 16, 16) and cache.k[0].dtype == torch.float32
+    assert (
+        cache.k[0].shape == (2, 2, 16, 16)
+        and cache.k[0].dtype == torch.float32
+    )
     with torch.no_grad():
         model(ids(model.config, B=2, T=10), kv_cache=cache)
         with pytest.raises(ValueError, match="KV cache overflow.*reset"):
             model(ids(model.config, B=2, T=7), kv_cache=cache)
         assert cache.pos == 10  # a refused call changes nothing
-        with pytest.raises(ValueError, match="batch size 1.*new_kv_cache\\(1\\)"):
+        with pytest.raises(
+            ValueError, match="batch size 1.*new_kv_cache\\(1\\)"
+        ):
             model(ids(model.config, B=1, T=1), kv_cache=cache)
 
 
-# -- Hugging Face GPT-2 --------------------------------------------------------------
+# -- Hugging Face GPT-2 -------------------------------------------------------
 
 
 def hf_tiny(seed=0, **overrides):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = dict(n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=64,
-                  bos_token_id=0, eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0,
-                  attn_pdrop=0.0, attn_implementation="eager")
+    config = dict(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        vocab_size=100,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="eager",
+    )
     config.update(overrides)
     hf = GPT2LMHeadModel(GPT2Config(**config))
     # random biases and norm weights, so that a mix-up would show
@@ -335,10 +410,17 @@ def test_from_hf_gpt2_matches_logits():
     hf = hf_tiny()
     model = GPT.from_hf_gpt2(hf).eval()
     cfg = model.config
-    assert (cfg.vocab_size, cfg.block_size, cfg.n_layer, cfg.n_head, cfg.n_embd) == (
-        100, 64, 2, 2, 32)
+    assert (
+        cfg.vocab_size,
+        cfg.block_size,
+        cfg.n_layer,
+        cfg.n_head,
+        cfg.n_embd,
+    ) == (100, 64, 2, 2, 32)
     assert cfg.tie_weights and model.lm_head.weight is model.wte.weight
-    idx = torch.randint(0, 100, (3, 64), generator=torch.Generator().manual_seed(0))
+    idx = torch.randint(
+        0, 100, (3, 64), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         ref = hf(idx).logits
         ours = model(idx)
@@ -374,11 +456,15 @@ def test_from_hf_gpt2_untied_head():
     assert not model.config.tie_weights
     idx = torch.randint(0, 100, (2, 20))
     with torch.no_grad():
-        torch.testing.assert_close(model(idx), hf(idx).logits, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            model(idx), hf(idx).logits, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_from_hf_gpt2_errors():
-    with pytest.raises(TypeError, match="expects a transformers GPT2LMHeadModel"):
+    with pytest.raises(
+        TypeError, match="expects a transformers GPT2LMHeadModel"
+    ):
         GPT.from_hf_gpt2("gpt2")
     with pytest.raises(ValueError, match="no 'wte.weight'"):
         GPT.from_hf_gpt2({"foo": torch.zeros(1)})
@@ -397,12 +483,13 @@ def test_state_dict_round_trip():
         torch.testing.assert_close(fresh(idx), model(idx))
 
 
-# -- sizes a reader can set --------------------------------------------------------
+# -- sizes a reader can set ---------------------------------------------------
 
 
 def test_mlp_hidden_and_rope_base_can_be_set():
-    cfg = GPTConfig.preset("book", n_embd=512, n_head=8, mlp_hidden=1344,
-                           rope_base=500000.0)
+    cfg = GPTConfig.preset(
+        "book", n_embd=512, n_head=8, mlp_hidden=1344, rope_base=500000.0
+    )
     model = GPT(cfg)
     mlp = model.blocks[0].mlp
     assert mlp.c_fc.weight.shape == (2 * 1344, 512)  # gate and up, fused
@@ -424,8 +511,11 @@ def test_default_sizes_are_the_old_rule_and_old_configs_still_load():
     assert book.mlp_hidden == mlp_hidden_rule("swiglu", 256) == 704
     assert book.rope_base == 10000.0
     # a config saved before the two fields existed
-    old = {k: v for k, v in vars(book).items()
-           if k not in ("mlp_hidden", "rope_base")}
+    old = {
+        k: v
+        for k, v in vars(book).items()
+        if k not in ("mlp_hidden", "rope_base")
+    }
     assert GPTConfig(**old) == book
     explicit = GPTConfig.preset("book", mlp_hidden=704, rope_base=10000.0)
     a, b = (GPT(c) for c in (book, explicit))
@@ -433,49 +523,70 @@ def test_default_sizes_are_the_old_rule_and_old_configs_still_load():
     assert torch.equal(a.rope_cos, b.rope_cos)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(mlp_hidden=0), "mlp_hidden must be a positive integer"),
-    (dict(mlp_hidden=64.0), "mlp_hidden must be a positive integer"),
-    (dict(mlp_hidden=True), "mlp_hidden must be a positive integer"),
-    (dict(rope_base=1.0, positions="rope"), "rope_base must be a number > 1"),
-    (dict(rope_base=float("inf"), positions="rope"), "rope_base must be"),
-    (dict(rope_base="1e4", positions="rope"), "rope_base must be a number"),
-    (dict(rope_base=5e5), "rope_base=500000.0 has no effect with positions"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(mlp_hidden=0), "mlp_hidden must be a positive integer"),
+        (dict(mlp_hidden=64.0), "mlp_hidden must be a positive integer"),
+        (dict(mlp_hidden=True), "mlp_hidden must be a positive integer"),
+        (
+            dict(rope_base=1.0, positions="rope"),
+            "rope_base must be a number > 1",
+        ),
+        (dict(rope_base=float("inf"), positions="rope"), "rope_base must be"),
+        (
+            dict(rope_base="1e4", positions="rope"),
+            "rope_base must be a number",
+        ),
+        (
+            dict(rope_base=5e5),
+            "rope_base=500000.0 has no effect with positions",
+        ),
+    ],
+)
 def test_invalid_sizes(overrides, message):
     with pytest.raises(ValueError, match=message):
         GPTConfig.preset("tiny", **overrides)
 
 
-# -- padding masks and positions -----------------------------------------------------
+# -- padding masks and positions ----------------------------------------------
 
 
 def left_pad(rows, pad_id=0):
     t = max(len(r) for r in rows)
     idx = torch.tensor([[pad_id] * (t - len(r)) + r for r in rows])
-    mask = torch.tensor([[False] * (t - len(r)) + [True] * len(r) for r in rows])
+    mask = torch.tensor(
+        [[False] * (t - len(r)) + [True] * len(r) for r in rows]
+    )
     return idx, mask
 
 
-@pytest.mark.parametrize("arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"])
+@pytest.mark.parametrize(
+    "arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"]
+)
 @pytest.mark.parametrize("fast", [True, False])
 def test_left_padded_rows_equal_each_prompt_alone(arch, fast):
     model = tiny(**arch).eval().set_fast_attention(fast)
     g = torch.Generator().manual_seed(0)
-    rows = [torch.randint(0, 64, (n,), generator=g).tolist() for n in (9, 3, 16)]
+    rows = [
+        torch.randint(0, 64, (n,), generator=g).tolist() for n in (9, 3, 16)
+    ]
     idx, mask = left_pad(rows, pad_id=5)
     with torch.no_grad():
         out = model(idx, attention_mask=mask)  # (B, T, V)
         assert torch.isfinite(out).all()  # padding queries too
         for i, r in enumerate(rows):
             alone = model(torch.tensor([r]))[0]  # (T_i, V)
-            torch.testing.assert_close(out[i, -len(r):], alone,
-                                       atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                out[i, -len(r) :], alone, atol=1e-5, rtol=1e-5
+            )
         # 0/1 integers as in Hugging Face work the same
         torch.testing.assert_close(model(idx, attention_mask=mask.long()), out)
 
 
-@pytest.mark.parametrize("arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"])
+@pytest.mark.parametrize(
+    "arch", [GPT2_STYLE, BOOK_STYLE], ids=["gpt2", "book"]
+)
 @pytest.mark.parametrize("fast", [True, False])
 def test_kv_cache_with_padding_mask_matches_full_forward(arch, fast):
     model = tiny(**arch).eval().set_fast_attention(fast)
@@ -486,8 +597,9 @@ def test_kv_cache_with_padding_mask_matches_full_forward(arch, fast):
         cache = model.new_kv_cache(3)
         parts = []
         for a, b in [(0, 5), (5, 6), (6, 8)]:
-            parts.append(model(idx[:, a:b], kv_cache=cache,
-                               attention_mask=mask[:, :b]))
+            parts.append(
+                model(idx[:, a:b], kv_cache=cache, attention_mask=mask[:, :b])
+            )
         got = torch.cat(parts, 1)
     torch.testing.assert_close(got[mask], full[mask], atol=1e-5, rtol=1e-5)
 
@@ -499,11 +611,16 @@ def test_default_path_is_the_unmasked_one():
         idx = ids(model.config, B=2, T=10)
         ones = torch.ones(2, 10, dtype=torch.bool)
         with torch.no_grad():
-            torch.testing.assert_close(model(idx, attention_mask=ones),
-                                       model(idx), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                model(idx, attention_mask=ones),
+                model(idx),
+                atol=1e-5,
+                rtol=1e-5,
+            )
             pos = torch.arange(10).expand(2, 10)
-            torch.testing.assert_close(model(idx, position_ids=pos), model(idx),
-                                       atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(
+                model(idx, position_ids=pos), model(idx), atol=1e-6, rtol=1e-6
+            )
 
 
 def test_a_full_attention_mask_and_explicit_positions():
@@ -512,9 +629,14 @@ def test_a_full_attention_mask_and_explicit_positions():
     idx = ids(model.config, B=2, T=6)
     diag = torch.eye(6, dtype=torch.bool).expand(2, 6, 6)
     with torch.no_grad():
-        out = model(idx, attention_mask=diag, position_ids=torch.zeros(
-            2, 6, dtype=torch.long))
-        alone = torch.stack([model(idx[:, t : t + 1])[:, 0] for t in range(6)], 1)
+        out = model(
+            idx,
+            attention_mask=diag,
+            position_ids=torch.zeros(2, 6, dtype=torch.long),
+        )
+        alone = torch.stack(
+            [model(idx[:, t : t + 1])[:, 0] for t in range(6)], 1
+        )
     torch.testing.assert_close(out, alone, atol=1e-5, rtol=1e-5)
 
 
@@ -535,16 +657,32 @@ def test_mask_and_position_errors():
     idx = ids(model.config, B=2, T=5)
     cases = [
         (dict(attention_mask=torch.ones(2, 4)), TypeError, "boolean"),
-        (dict(attention_mask=torch.ones(2, 4, dtype=torch.bool)), ValueError,
-         r"padding mask is \(B, cached \+ new positions\) = \(2, 5\)"),
-        (dict(attention_mask=torch.ones(2, 5, 4, dtype=torch.bool)), ValueError,
-         r"attention mask is \(B, \[nh,\] T, T_k\)"),
-        (dict(attention_mask=torch.ones(5, dtype=torch.bool)), ValueError,
-         "must be"),
+        (
+            dict(attention_mask=torch.ones(2, 4, dtype=torch.bool)),
+            ValueError,
+            r"padding mask is \(B, cached \+ new positions\) = \(2, 5\)",
+        ),
+        (
+            dict(attention_mask=torch.ones(2, 5, 4, dtype=torch.bool)),
+            ValueError,
+            r"attention mask is \(B, \[nh,\] T, T_k\)",
+        ),
+        (
+            dict(attention_mask=torch.ones(5, dtype=torch.bool)),
+            ValueError,
+            "must be",
+        ),
         (dict(position_ids=torch.arange(5.0)), TypeError, "integer tensor"),
-        (dict(position_ids=torch.arange(4)), ValueError, r"\(B, T\) = \(2, 5\)"),
-        (dict(position_ids=torch.arange(14, 19)), ValueError,
-         "position_ids must be in 0 .. block_size - 1 = 15"),
+        (
+            dict(position_ids=torch.arange(4)),
+            ValueError,
+            r"\(B, T\) = \(2, 5\)",
+        ),
+        (
+            dict(position_ids=torch.arange(14, 19)),
+            ValueError,
+            "position_ids must be in 0 .. block_size - 1 = 15",
+        ),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):

@@ -17,20 +17,33 @@ import torch.nn.functional as F
 import llmbook.runs as runs
 import llmbook.train as T
 from llmbook.model import GPT, GPTConfig
-from llmbook.train import (AdamW, TrainConfig, clip_grad_norm, cross_entropy,
-                           load_checkpoint, load_model, lr_at, param_groups,
-                           train)
+from llmbook.train import (
+    AdamW,
+    TrainConfig,
+    clip_grad_norm,
+    cross_entropy,
+    load_checkpoint,
+    load_model,
+    lr_at,
+    param_groups,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS = ("ROMEO:\nBut soft, what light through yonder window breaks?\n"
-          "It is the east, and Juliet is the sun.\n\n"
-          "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n") * 60
+CORPUS = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+    "It is the east, and Juliet is the sun.\n\n"
+    "JULIET:\nO Romeo, Romeo, wherefore art thou Romeo?\n\n"
+) * 60
 
 
 def tiny_gpt(modern=False, seed=0):
     torch.manual_seed(seed)
-    extra = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False) \
-        if modern else {}
+    extra = (
+        dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+        if modern
+        else {}
+    )
     return GPT(GPTConfig.preset("tiny", **extra))
 
 
@@ -56,7 +69,9 @@ def test_cross_entropy_gradient_and_ignore_index():
     targets = torch.randint(0, 9, (4, 6))
     targets[0, :3] = -100
     ours = cross_entropy(a, targets, ignore_index=-100)
-    ref = F.cross_entropy(b.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    ref = F.cross_entropy(
+        b.flatten(0, 1), targets.flatten(), ignore_index=-100
+    )
     assert torch.allclose(ours, ref, atol=1e-6)
     ours.backward()
     ref.backward()
@@ -78,8 +93,9 @@ def test_cross_entropy_keeps_float64_and_computes_half_types_in_float32():
     a = logits.clone().requires_grad_()
     cross_entropy(a, targets, ignore_index=-100).backward()
     b = logits.clone().requires_grad_()
-    F.cross_entropy(b.flatten(0, 1), targets.flatten(), ignore_index=-100
-                    ).backward()
+    F.cross_entropy(
+        b.flatten(0, 1), targets.flatten(), ignore_index=-100
+    ).backward()
     assert a.grad.dtype == torch.float64
     torch.testing.assert_close(a.grad, b.grad, atol=1e-12, rtol=1e-12)
     y = targets.clamp(min=0)
@@ -98,7 +114,9 @@ def test_cross_entropy_keeps_float64_and_computes_half_types_in_float32():
 
 def test_cross_entropy_shape_mismatch():
     with pytest.raises(ValueError, match="do not match"):
-        cross_entropy(torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
+        cross_entropy(
+            torch.randn(2, 3, 5), torch.zeros(2, 4, dtype=torch.long)
+        )
 
 
 def test_fused_linear_cross_entropy_equals_torch():
@@ -142,7 +160,7 @@ def test_untrained_loss_is_about_ln_vocab():
     assert abs(loss.item() - math.log(64)) < 0.2
 
 
-# -- AdamW, groups, schedule, clipping -------------------------------------------
+# -- AdamW, groups, schedule, clipping ----------------------------------------
 
 
 def test_param_groups_exclude_norms_biases_embeddings():
@@ -155,8 +173,9 @@ def test_param_groups_exclude_norms_biases_embeddings():
         nd = {names[id(p)] for p in no_decay["params"]}
         assert "wte.weight" in nd  # the tied LM head too: listed once
         assert all(p.dim() >= 2 for p in decay["params"])
-        assert not any("wte" in n or "wpe" in n or "ln" in n or "norm" in n
-                       for n in d)
+        assert not any(
+            "wte" in n or "wpe" in n or "ln" in n or "norm" in n for n in d
+        )
         assert len(d) + len(nd) == len(list(model.parameters()))
         if not modern:
             assert any(n.endswith(".bias") for n in nd)
@@ -166,8 +185,9 @@ def test_param_groups_exclude_norms_biases_embeddings():
 def test_adamw_equals_torch_over_steps(modern):
     ours, ref = tiny_gpt(modern), tiny_gpt(modern)
     opt = AdamW(param_groups(ours, 0.1), lr=3e-3, betas=(0.9, 0.95), eps=1e-8)
-    ref_opt = torch.optim.AdamW(param_groups(ref, 0.1), lr=3e-3,
-                                betas=(0.9, 0.95), eps=1e-8)
+    ref_opt = torch.optim.AdamW(
+        param_groups(ref, 0.1), lr=3e-3, betas=(0.9, 0.95), eps=1e-8
+    )
     g = torch.Generator().manual_seed(0)
     for step in range(12):
         idx = torch.randint(0, 64, (4, 16), generator=g)
@@ -198,7 +218,8 @@ def test_lr_at_matches_torch_schedulers():
     p = [torch.nn.Parameter(torch.zeros(1))]
     opt = torch.optim.SGD(p, lr=lr)
     warm = torch.optim.lr_scheduler.LinearLR(
-        opt, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1)
+        opt, start_factor=1 / warmup, end_factor=1.0, total_iters=warmup - 1
+    )
     got = []
     for _ in range(warmup):
         got.append(opt.param_groups[0]["lr"])
@@ -206,16 +227,21 @@ def test_lr_at_matches_torch_schedulers():
         warm.step()
     opt = torch.optim.SGD(p, lr=lr)
     cos = torch.optim.lr_scheduler.CosineAnnealingLR(
-        opt, T_max=max_steps - warmup, eta_min=min_lr)
+        opt, T_max=max_steps - warmup, eta_min=min_lr
+    )
     for _ in range(max_steps - warmup + 1):
         got.append(opt.param_groups[0]["lr"])
         opt.step()
         cos.step()
-    ours = [lr_at(s, lr=lr, min_lr=min_lr, warmup=warmup, max_steps=max_steps)
-            for s in range(max_steps + 1)]
+    ours = [
+        lr_at(s, lr=lr, min_lr=min_lr, warmup=warmup, max_steps=max_steps)
+        for s in range(max_steps + 1)
+    ]
     assert ours == pytest.approx(got, rel=1e-9, abs=1e-12)
-    assert lr_at(500, lr=lr, min_lr=min_lr, warmup=warmup,
-                 max_steps=max_steps) == min_lr
+    assert (
+        lr_at(500, lr=lr, min_lr=min_lr, warmup=warmup, max_steps=max_steps)
+        == min_lr
+    )
 
 
 @pytest.mark.parametrize("scale", [1e-3, 1e3])
@@ -223,7 +249,9 @@ def test_clip_grad_norm_equals_torch(scale):
     a, b = tiny_gpt(), tiny_gpt()
     idx = torch.randint(0, 64, (2, 16))
     for m in (a, b):
-        (F.cross_entropy(m(idx).flatten(0, 1), idx.flatten()) * scale).backward()
+        (
+            F.cross_entropy(m(idx).flatten(0, 1), idx.flatten()) * scale
+        ).backward()
     ours = clip_grad_norm(a.parameters(), 1.0)
     ref = torch.nn.utils.clip_grad_norm_(b.parameters(), 1.0)
     assert torch.allclose(ours, ref, rtol=1e-6)
@@ -231,15 +259,27 @@ def test_clip_grad_norm_equals_torch(scale):
         assert torch.allclose(p.grad, q.grad, rtol=1e-6, atol=1e-10)
 
 
-# -- the loop ---------------------------------------------------------------------
+# -- the loop -----------------------------------------------------------------
 
 
 def small_cfg(tmp_path, **kw):
-    base = dict(model="tiny", tokenizer="own", vocab_size=300, batch_size=8,
-                block_size=16, max_steps=12, warmup=3, lr=1e-2, min_lr=1e-3,
-                eval_interval=4, eval_iters=2, sample_interval=0,
-                checkpoint_interval=4, out_dir=str(tmp_path / "run"),
-                device="cpu")
+    base = dict(
+        model="tiny",
+        tokenizer="own",
+        vocab_size=300,
+        batch_size=8,
+        block_size=16,
+        max_steps=12,
+        warmup=3,
+        lr=1e-2,
+        min_lr=1e-3,
+        eval_interval=4,
+        eval_iters=2,
+        sample_interval=0,
+        checkpoint_interval=4,
+        out_dir=str(tmp_path / "run"),
+        device="cpu",
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -251,20 +291,32 @@ def corpus(tmp_path):
 
 
 def test_training_lowers_the_loss_and_writes_everything(tmp_path, corpus):
-    cfg = small_cfg(tmp_path, max_steps=30, sample_interval=15, sample_tokens=8)
+    cfg = small_cfg(
+        tmp_path, max_steps=30, sample_interval=15, sample_tokens=8
+    )
     res = train(cfg, corpus, progress=False, log=lambda *a: None)
     losses = [r["train_loss"] for r in res.history]
     assert losses[-1] < losses[0] - 1.0
     assert len(res.samples) == 2 and isinstance(res.samples[0][1], str)
-    rows = [json.loads(x) for x in
-            (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x)
+        for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in rows] == list(range(1, 31))
-    assert set(rows[0]) >= {"step", "train_loss", "val_loss", "lr", "grad_norm",
-                            "tokens_per_s", "elapsed"}
+    assert set(rows[0]) >= {
+        "step",
+        "train_loss",
+        "val_loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "elapsed",
+    }
     assert rows[3]["val_loss"] is not None and rows[2]["val_loss"] is None
     meta = json.loads((tmp_path / "run" / "tokens" / "meta.json").read_text())
-    expect = T.bits_per_byte(res.val_loss, meta["val"]["tokens"],
-                             meta["val"]["bytes"])
+    expect = T.bits_per_byte(
+        res.val_loss, meta["val"]["tokens"], meta["val"]["bytes"]
+    )
     assert res.val_bpb == pytest.approx(expect)
     # the checkpoint loads with weights_only=True and gives the same model
     state = torch.load(res.checkpoint, weights_only=True)
@@ -277,35 +329,60 @@ def test_training_lowers_the_loss_and_writes_everything(tmp_path, corpus):
 
 def test_plot_metrics(tmp_path, corpus):
     import matplotlib
+
     matplotlib.use("Agg")
-    train(small_cfg(tmp_path, max_steps=4), corpus, progress=False,
-          log=lambda *a: None)
-    fig = T.plot_metrics(tmp_path / "run" / "metrics.jsonl", tmp_path / "m.png")
+    train(
+        small_cfg(tmp_path, max_steps=4),
+        corpus,
+        progress=False,
+        log=lambda *a: None,
+    )
+    fig = T.plot_metrics(
+        tmp_path / "run" / "metrics.jsonl", tmp_path / "m.png"
+    )
     assert len(fig.axes) == 4 and (tmp_path / "m.png").stat().st_size > 0
 
 
 def test_resume_refuses_other_settings_and_reads_back_a_finished_run(
-        tmp_path, corpus):
+    tmp_path, corpus
+):
     quiet = dict(progress=False, log=lambda *a: None)
     first = train(small_cfg(tmp_path, max_steps=4), corpus, **quiet)
-    again = train(small_cfg(tmp_path, max_steps=4), corpus, resume=True, **quiet)
+    again = train(
+        small_cfg(tmp_path, max_steps=4), corpus, resume=True, **quiet
+    )
     assert again.history == first.history and again.val_loss == first.val_loss
     with pytest.raises(ValueError, match="other settings.*'lr'"):
-        train(small_cfg(tmp_path, max_steps=4, lr=0.5), corpus, resume=True,
-              **quiet)
+        train(
+            small_cfg(tmp_path, max_steps=4, lr=0.5),
+            corpus,
+            resume=True,
+            **quiet,
+        )
 
 
 def test_gradient_accumulation_equals_one_big_batch(tmp_path, corpus):
-    a = train(small_cfg(tmp_path, max_steps=3, out_dir=str(tmp_path / "a")),
-              corpus, progress=False, log=lambda *a: None)
-    b = train(small_cfg(tmp_path, max_steps=3, grad_accum=4,
-                        out_dir=str(tmp_path / "b")),
-              corpus, progress=False, log=lambda *a: None)
+    a = train(
+        small_cfg(tmp_path, max_steps=3, out_dir=str(tmp_path / "a")),
+        corpus,
+        progress=False,
+        log=lambda *a: None,
+    )
+    b = train(
+        small_cfg(
+            tmp_path, max_steps=3, grad_accum=4, out_dir=str(tmp_path / "b")
+        ),
+        corpus,
+        progress=False,
+        log=lambda *a: None,
+    )
     for ra, rb in zip(a.history, b.history):
         assert ra["train_loss"] == pytest.approx(rb["train_loss"], rel=1e-5)
 
 
-def test_nan_loss_stops_naming_step_and_checkpoint(tmp_path, corpus, monkeypatch):
+def test_nan_loss_stops_naming_step_and_checkpoint(
+    tmp_path, corpus, monkeypatch
+):
     calls = {"n": 0}
     real = T.LanguageModelLoss.forward
 
@@ -318,7 +395,10 @@ def test_nan_loss_stops_naming_step_and_checkpoint(tmp_path, corpus, monkeypatch
     cfg = small_cfg(tmp_path, checkpoint_interval=2, eval_interval=0)
     with pytest.raises(T.TrainingDiverged, match=r"nan at step 6.*ckpt\.pt"):
         train(cfg, corpus, progress=False, log=lambda *a: None)
-    assert torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["step"] == 6
+    assert (
+        torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)["step"]
+        == 6
+    )
 
 
 def test_bad_input_errors(tmp_path, corpus):
@@ -332,7 +412,9 @@ def test_bad_input_errors(tmp_path, corpus):
     short = tmp_path / "short.txt"
     short.write_text("To be, or not to be. " * 20)
     with pytest.raises(ValueError, match="fewer than one block"):
-        train(small_cfg(tmp_path, block_size=64, vocab_size=260), short, **quiet)
+        train(
+            small_cfg(tmp_path, block_size=64, vocab_size=260), short, **quiet
+        )
     with pytest.raises(ValueError, match="does not split"):
         train(small_cfg(tmp_path, batch_size=6, grad_accum=4), corpus, **quiet)
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
@@ -352,18 +434,36 @@ def test_cli_reports_errors(tmp_path, capsys):
     assert "unknown preset 'nope'" in capsys.readouterr().err
     assert T.main(["--data", str(tmp_path / "x.txt"), "--set", "wat=1"]) == 1
     assert "unknown setting 'wat'" in capsys.readouterr().err
-    assert T.main(["--preset", "smoke", "--data", str(tmp_path / "x.txt")]) == 1
+    assert (
+        T.main(["--preset", "smoke", "--data", str(tmp_path / "x.txt")]) == 1
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
-# -- killed and resumed; distributed -------------------------------------------
+# -- killed and resumed; distributed ------------------------------------------
 
 
 def cli(corpus, out_dir, *sets):
-    cmd = [sys.executable, "-m", "llmbook.train", "--preset", "smoke", "--quiet",
-           "--data", str(corpus), "--set", f"out_dir={out_dir}",
-           "--set", "tokenizer=own", "--set", "vocab_size=300",
-           "--set", "device=cpu", "--set", "sample_interval=0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llmbook.train",
+        "--preset",
+        "smoke",
+        "--quiet",
+        "--data",
+        str(corpus),
+        "--set",
+        f"out_dir={out_dir}",
+        "--set",
+        "tokenizer=own",
+        "--set",
+        "vocab_size=300",
+        "--set",
+        "device=cpu",
+        "--set",
+        "sample_interval=0",
+    ]
     for s in sets:
         cmd += ["--set", s]
     return cmd
@@ -376,20 +476,36 @@ def run_env():
 
 
 def losses(out_dir):
-    rows = [json.loads(x) for x in
-            (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(x)
+        for x in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
     return [r["step"] for r in rows], [r["train_loss"] for r in rows]
 
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, corpus):
-    steps = ["max_steps=60", "checkpoint_interval=5", "dropout=0.1",
-             "eval_interval=10"]
+    steps = [
+        "max_steps=60",
+        "checkpoint_interval=5",
+        "dropout=0.1",
+        "eval_interval=10",
+    ]
     full, cut = tmp_path / "full", tmp_path / "cut"
-    subprocess.run(cli(corpus, full, *steps), check=True, env=run_env(),
-                   cwd=ROOT, capture_output=True)
-    proc = subprocess.Popen(cli(corpus, cut, *steps), env=run_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cli(corpus, full, *steps),
+        check=True,
+        env=run_env(),
+        cwd=ROOT,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        cli(corpus, cut, *steps),
+        env=run_env(),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (cut / "ckpt.pt").exists() and time.time() < deadline:
         time.sleep(0.01)
@@ -397,8 +513,13 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, corpus):
     proc.wait()
     killed_at = torch.load(cut / "ckpt.pt", weights_only=True)["step"]
     assert killed_at < 60, "the run finished before it could be killed"
-    subprocess.run(cli(corpus, cut, *steps) + ["--resume"], check=True,
-                   env=run_env(), cwd=ROOT, capture_output=True)
+    subprocess.run(
+        cli(corpus, cut, *steps) + ["--resume"],
+        check=True,
+        env=run_env(),
+        cwd=ROOT,
+        capture_output=True,
+    )
     steps_full, loss_full = losses(full)
     steps_cut, loss_cut = losses(cut)
     assert steps_cut == steps_full == list(range(1, 61))
@@ -409,19 +530,35 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path, corpus):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus):
+def test_ddp_two_processes_match_one_with_the_same_global_batch(
+    tmp_path, corpus
+):
     common = ["max_steps=8", "batch_size=8", "eval_interval=0"]
     one, two = tmp_path / "one", tmp_path / "two"
     # the tokenizer is trained once, so both runs use the very same ids
-    subprocess.run(cli(corpus, one, *common, "grad_accum=2"), check=True,
-                   env=run_env(), cwd=ROOT, capture_output=True)
+    subprocess.run(
+        cli(corpus, one, *common, "grad_accum=2"),
+        check=True,
+        env=run_env(),
+        cwd=ROOT,
+        capture_output=True,
+    )
     two.mkdir()
     (two / "tokenizer.json").write_text((one / "tokenizer.json").read_text())
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node", "2", "-m", "llmbook.train"]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "llmbook.train",
+    ]
     cmd = torchrun + cli(corpus, two, *common, "grad_accum=1")[3:]
-    out = subprocess.run(cmd, env=run_env(), cwd=ROOT, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        cmd, env=run_env(), cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     s1, l1 = losses(one)
     s2, l2 = losses(two)
@@ -434,7 +571,9 @@ def test_ddp_two_processes_match_one_with_the_same_global_batch(tmp_path, corpus
 
 @pytest.mark.slow
 def test_book_checkpoint_is_cached_and_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(runs, "checkpoint_dir", lambda profile: tmp_path / profile)
+    monkeypatch.setattr(
+        runs, "checkpoint_dir", lambda profile: tmp_path / profile
+    )
     path = T.book_checkpoint("smoke")
     stamp = path.stat().st_mtime_ns
     assert T.book_checkpoint("smoke") == path  # cached: not trained again
@@ -442,11 +581,15 @@ def test_book_checkpoint_is_cached_and_loads(tmp_path, monkeypatch):
     model, tok = load_model(path)
     assert model.config.vocab_size == tok.vocab_size == 512
     state = load_checkpoint(path, restore_rng=False)
-    assert state["train_config"] == TrainConfig.preset(
-        "smoke", out_dir=str(tmp_path / "smoke")).__dict__
+    assert (
+        state["train_config"]
+        == TrainConfig.preset(
+            "smoke", out_dir=str(tmp_path / "smoke")
+        ).__dict__
+    )
 
 
-# -- checkpoints: paths and file objects -------------------------------------------
+# -- checkpoints: paths and file objects --------------------------------------
 
 
 def _saved(target, modern=True):
@@ -458,8 +601,9 @@ def _saved(target, modern=True):
     opt = AdamW(param_groups(model, 0.1), lr=1e-3)
     model(torch.randint(0, 64, (2, 8))).sum().backward()
     opt.step()
-    out = save_checkpoint(target, model, opt, TrainConfig.preset("smoke"), tok,
-                          step=3)
+    out = save_checkpoint(
+        target, model, opt, TrainConfig.preset("smoke"), tok, step=3
+    )
     return model, opt, out
 
 
@@ -474,10 +618,14 @@ def test_checkpoint_round_trip_through_bytesio():
     fresh_opt = AdamW(param_groups(fresh, 0.1), lr=1e-3)
     state = load_checkpoint(buf, fresh, fresh_opt, restore_rng=False)
     assert state["step"] == 3
-    for (k, a), b in zip(model.state_dict().items(), fresh.state_dict().values()):
+    for (k, a), b in zip(
+        model.state_dict().items(), fresh.state_dict().values()
+    ):
         assert torch.equal(a, b), k
-    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"],
-                       fresh_opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(
+        opt.state_dict()["state"][0]["exp_avg"],
+        fresh_opt.state_dict()["state"][0]["exp_avg"],
+    )
     buf.seek(0)
     loaded, tok = load_model(buf)
     idx = torch.randint(0, 64, (1, 8))
@@ -494,9 +642,11 @@ def test_checkpoint_through_an_opened_file_and_a_path(tmp_path):
         loaded, _ = load_model(f)
     assert torch.equal(loaded.wte.weight, model.wte.weight)
     assert _saved(tmp_path / "p.pt")[2] == tmp_path / "p.pt"
-    assert torch.equal(load_model(str(tmp_path / "p.pt"))[0].wte.weight,
-                       model.wte.weight)
+    assert torch.equal(
+        load_model(str(tmp_path / "p.pt"))[0].wte.weight, model.wte.weight
+    )
     import io
+
     with pytest.raises(ValueError, match="is not an llmbook checkpoint"):
         buf = io.BytesIO()
         torch.save(torch.zeros(2), buf)
