@@ -21,13 +21,21 @@ from __future__ import annotations
 import copy
 import math
 import random
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["check", "run_check", "Result", "EXERCISES", "exercise_ids",
-           "exercise_tokenizer", "buggy_train_step"]
+__all__ = [
+    "check",
+    "run_check",
+    "Result",
+    "EXERCISES",
+    "exercise_ids",
+    "exercise_tokenizer",
+    "buggy_train_step",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -95,20 +103,29 @@ def _short(value: Any, limit: int = 240) -> str:
                 v = _round(v)
             text = f"tensor({v}, dtype={str(value.dtype)[6:]})"
         else:
-            text = (f"tensor of shape {tuple(value.shape)}, "
-                    f"dtype={str(value.dtype)[6:]}")
+            text = (
+                f"tensor of shape {tuple(value.shape)}, "
+                f"dtype={str(value.dtype)[6:]}"
+            )
     elif isinstance(value, float):
         text = f"{value:.6g}"
     elif isinstance(value, Raises):
         text = f"raises {value.kind}: {value.message}"
     elif isinstance(value, dict) and any(
-            isinstance(v, (torch.Tensor, list, tuple, float))
-            for v in value.values()):
-        text = "{" + ", ".join(f"{_short(k)}: {_short(v, limit)}"
-                               for k, v in value.items()) + "}"
+        isinstance(v, (torch.Tensor, list, tuple, float))
+        for v in value.values()
+    ):
+        text = (
+            "{"
+            + ", ".join(
+                f"{_short(k)}: {_short(v, limit)}" for k, v in value.items()
+            )
+            + "}"
+        )
     elif isinstance(value, (list, tuple)) and any(
-            isinstance(v, (torch.Tensor, list, tuple, float, type(None)))
-            for v in value):
+        isinstance(v, (torch.Tensor, list, tuple, float, type(None)))
+        for v in value
+    ):
         inner = ", ".join(_short(v, limit) for v in value)
         if isinstance(value, tuple):
             text = "(" + inner + ("," if len(value) == 1 else "") + ")"
@@ -136,8 +153,9 @@ def _tensor_diff(exp, got, rtol, atol, path):
     if not isinstance(got, torch.Tensor):
         return path, f"expected a torch.Tensor, got {type(got).__name__}"
     if tuple(exp.shape) != tuple(got.shape):
-        return path, (f"expected shape {tuple(exp.shape)}, got shape "
-                      f"{tuple(got.shape)}")
+        return path, (
+            f"expected shape {tuple(exp.shape)}, got shape {tuple(got.shape)}"
+        )
     exact = exp.dtype == torch.bool or not exp.is_floating_point()
     if exact:
         if got.dtype != exp.dtype:
@@ -147,7 +165,8 @@ def _tensor_diff(exp, got, rtol, atol, path):
             i = _index(bad[0])
             return f"{path}{list(i) if i else ''}", (
                 f"expected {exp[i].item()}, got {got[i].item()} ({len(bad)} "
-                f"of {exp.numel()} entries differ)")
+                f"of {exp.numel()} entries differ)"
+            )
         return None
     if not got.is_floating_point():
         return path, f"expected a float tensor ({exp.dtype}), got {got.dtype}"
@@ -159,7 +178,8 @@ def _tensor_diff(exp, got, rtol, atol, path):
         i = _index(bad[0])
         return f"{path}{list(i) if i else ''}", (
             f"expected {e[i].item():.6g}, got {g[i].item():.6g} ({len(bad)} "
-            f"of {e.numel()} entries differ)")
+            f"of {e.numel()} entries differ)"
+        )
     return None
 
 
@@ -177,8 +197,11 @@ def _diff(exp, got, rtol, atol) -> str | None:
 def _first_diff(exp, got, rtol, atol, path):
     if isinstance(exp, torch.Tensor):
         return _tensor_diff(exp, got, rtol, atol, path)
-    if isinstance(got, torch.Tensor) and got.numel() == 1 and not isinstance(
-            exp, (list, tuple, dict)):
+    if (
+        isinstance(got, torch.Tensor)
+        and got.numel() == 1
+        and not isinstance(exp, (list, tuple, dict))
+    ):
         got = got.item()
     if isinstance(exp, bool) or exp is None:
         if got is not exp and got != exp:
@@ -188,7 +211,8 @@ def _first_diff(exp, got, rtol, atol, path):
         if isinstance(got, bool) or not isinstance(got, (int, float)):
             return path, f"expected a number, got {type(got).__name__}"
         if not math.isclose(got, exp, rel_tol=rtol, abs_tol=atol) and not (
-                math.isnan(exp) and math.isnan(got)):
+            math.isnan(exp) and math.isnan(got)
+        ):
             return path, f"expected {exp:.6g}, got {got:.6g}"
         return None
     if isinstance(exp, int):
@@ -199,28 +223,35 @@ def _first_diff(exp, got, rtol, atol, path):
         return None
     if isinstance(exp, (list, tuple)):
         if not isinstance(got, (list, tuple)):
-            return path, (f"expected a {type(exp).__name__} of length "
-                          f"{len(exp)}, got {type(got).__name__}")
+            return path, (
+                f"expected a {type(exp).__name__} of length "
+                f"{len(exp)}, got {type(got).__name__}"
+            )
         for i, (e, g) in enumerate(zip(exp, got)):
             found = _first_diff(e, g, rtol, atol, f"{path}[{i}]")
             if found:
                 return found
         if len(exp) != len(got):
-            return path, (f"expected length {len(exp)}, got length "
-                          f"{len(got)} (equal up to index "
-                          f"{min(len(exp), len(got))})")
+            return path, (
+                f"expected length {len(exp)}, got length "
+                f"{len(got)} (equal up to index "
+                f"{min(len(exp), len(got))})"
+            )
         return None
     if isinstance(exp, str):
         if not isinstance(got, str):
             return path, f"expected a str, got {type(got).__name__}"
         for i, (e, g) in enumerate(zip(exp, got)):
             if e != g:
-                return f"{path}[{i}]", (f"expected character {ascii(e)}, "
-                                        f"got {ascii(g)}")
+                return f"{path}[{i}]", (
+                    f"expected character {ascii(e)}, got {ascii(g)}"
+                )
         if len(exp) != len(got):
-            return path, (f"expected length {len(exp)}, got length "
-                          f"{len(got)} (equal up to index "
-                          f"{min(len(exp), len(got))})")
+            return path, (
+                f"expected length {len(exp)}, got length "
+                f"{len(got)} (equal up to index "
+                f"{min(len(exp), len(got))})"
+            )
         return None
     if isinstance(exp, dict):
         if not isinstance(got, dict):
@@ -228,15 +259,20 @@ def _first_diff(exp, got, rtol, atol, path):
         missing = [k for k in exp if k not in got]
         extra = [k for k in got if k not in exp]
         if missing:
-            return path, (f"missing key {_short(missing[0])} (expected "
-                          f"{_short(exp[missing[0]])}; {len(missing)} "
-                          "missing)")
+            return path, (
+                f"missing key {_short(missing[0])} (expected "
+                f"{_short(exp[missing[0]])}; {len(missing)} "
+                "missing)"
+            )
         if extra:
-            return path, (f"unexpected key {_short(extra[0])} (value "
-                          f"{_short(got[extra[0]])}; {len(extra)} extra)")
+            return path, (
+                f"unexpected key {_short(extra[0])} (value "
+                f"{_short(got[extra[0]])}; {len(extra)} extra)"
+            )
         for k in exp:
-            found = _first_diff(exp[k], got[k], rtol, atol,
-                                f"{path}[{_short(k)}]")
+            found = _first_diff(
+                exp[k], got[k], rtol, atol, f"{path}[{_short(k)}]"
+            )
             if found:
                 return found
         return None
@@ -255,8 +291,11 @@ def _call(fn, args, observe) -> _Got:
 
 
 def _error_text(e: BaseException) -> str:
-    text = f"{type(e).__name__}: {e}".splitlines()[0] if str(e) else \
-        type(e).__name__
+    text = (
+        f"{type(e).__name__}: {e}".splitlines()[0]
+        if str(e)
+        else type(e).__name__
+    )
     return text if len(text) < 200 else text[:195] + " ..."
 
 
@@ -266,59 +305,91 @@ def run_check(exercise_id: str, fn: Callable) -> Result:
     fname = getattr(fn, "__name__", "your function")
     head = f"Exercise {ex.id} ({fname})"
     if not callable(fn):
-        return Result(ex.id, False, True, 0,
-                      f"{head}: expected a function, got "
-                      f"{type(fn).__name__}")
+        return Result(
+            ex.id,
+            False,
+            True,
+            0,
+            f"{head}: expected a function, got {type(fn).__name__}",
+        )
     cases = ex.cases()
     for n, case in enumerate(cases, start=1):
         exp = _call(ex.reference, case.args, ex.observe)
         if exp.error is not None and not isinstance(
-                exp.error, (ValueError, TypeError)):
-            raise RuntimeError(f"the reference failed on case {n} of "
-                               f"{ex.id}: {exp.error!r}") from exp.error
+            exp.error, (ValueError, TypeError)
+        ):
+            raise RuntimeError(
+                f"the reference failed on case {n} of {ex.id}: {exp.error!r}"
+            ) from exp.error
         got = _call(fn, case.args, ex.observe)
         if n == 1 and isinstance(got.error, NotImplementedError):
-            return Result(ex.id, False, False, len(cases),
-                          f"{head}: not attempted yet. Write the function, "
-                          "run its cell, then this one again.")
+            return Result(
+                ex.id,
+                False,
+                False,
+                len(cases),
+                f"{head}: not attempted yet. Write the function, "
+                "run its cell, then this one again.",
+            )
         problem = None
         if exp.error is not None:  # a bad input: the reader must refuse it
             if got.error is None:
-                problem = ("expected: an error (ValueError or TypeError); "
-                           f"the package raises {_error_text(exp.error)}\n"
-                           f"  got:      returned {_short(got.value)}")
+                problem = (
+                    "expected: an error (ValueError or TypeError); "
+                    f"the package raises {_error_text(exp.error)}\n"
+                    f"  got:      returned {_short(got.value)}"
+                )
             elif not isinstance(got.error, (ValueError, TypeError)):
-                problem = ("expected: ValueError or TypeError; the package "
-                           f"raises {_error_text(exp.error)}\n"
-                           f"  got:      {_error_text(got.error)}")
+                problem = (
+                    "expected: ValueError or TypeError; the package "
+                    f"raises {_error_text(exp.error)}\n"
+                    f"  got:      {_error_text(got.error)}"
+                )
         elif got.error is not None:
-            problem = (f"expected: {_short(exp.value)}\n"
-                       f"  got:      raised {_error_text(got.error)}")
+            problem = (
+                f"expected: {_short(exp.value)}\n"
+                f"  got:      raised {_error_text(got.error)}"
+            )
         else:
             d = _diff(exp.value, got.value, ex.rtol, ex.atol)
             if d is not None:
                 hint = ""
                 if got.value is None:
                     hint = " (a missing return statement?)"
-                problem = (f"expected: {_short(exp.value)}\n"
-                           f"  got:      {_short(got.value)}{hint}")
-                if not d.startswith("expected ") or "shape" in d or \
-                        "type" in d or " a " in d:
+                problem = (
+                    f"expected: {_short(exp.value)}\n"
+                    f"  got:      {_short(got.value)}{hint}"
+                )
+                if (
+                    not d.startswith("expected ")
+                    or "shape" in d
+                    or "type" in d
+                    or " a " in d
+                ):
                     problem += f"\n  {d}"
         if problem is not None:
-            shown = ", ".join(f"{p}={_short(a, 120)}"
-                              for p, a in zip(ex.params, case.args))
+            shown = ", ".join(
+                f"{p}={_short(a, 120)}" for p, a in zip(ex.params, case.args)
+            )
             what = f" [{case.desc}]" if case.desc else ""
-            msg = (f"{head}: failed on case {n} of {len(cases)}{what}\n"
-                   f"  input:    {shown}\n  {problem}")
+            msg = (
+                f"{head}: failed on case {n} of {len(cases)}{what}\n"
+                f"  input:    {shown}\n  {problem}"
+            )
             return Result(ex.id, False, True, len(cases), msg, n)
-    return Result(ex.id, True, True, len(cases),
-                  f"{head}: passed all {len(cases)} cases.")
+    return Result(
+        ex.id,
+        True,
+        True,
+        len(cases),
+        f"{head}: passed all {len(cases)} cases.",
+    )
 
 
 def _one_thread(run):
     """Run with one torch thread: the cases are tiny, and two threads on a
     busy machine can be many times slower (OpenMP barriers)."""
+
     def wrapped(*args):
         n = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -326,6 +397,7 @@ def _one_thread(run):
             return run(*args)
         finally:
             torch.set_num_threads(n)
+
     wrapped.__doc__ = run.__doc__
     wrapped.__name__ = run.__name__
     return wrapped
@@ -351,8 +423,10 @@ def _register(ex: Exercise) -> Exercise:
 
 def _get(exercise_id: str) -> Exercise:
     if exercise_id not in EXERCISES:
-        raise KeyError(f"no exercise {exercise_id!r}; the checked ones are "
-                       f"{', '.join(EXERCISES)}")
+        raise KeyError(
+            f"no exercise {exercise_id!r}; the checked ones are "
+            f"{', '.join(EXERCISES)}"
+        )
     return EXERCISES[exercise_id]
 
 
@@ -378,26 +452,39 @@ def _next_token_examples(ids, block_size):
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     ids = list(ids)
-    return [(ids[max(0, t - block_size):t], ids[t])
-            for t in range(1, len(ids))]
+    return [
+        (ids[max(0, t - block_size) : t], ids[t]) for t in range(1, len(ids))
+    ]
 
 
 def _cases_1_1():
     rng = random.Random(11)
-    cases = [Case(([3, 1, 4, 1, 5], 3), "the chapter's kind of window"),
-             Case(([7], 4), "one id: nothing to predict"),
-             Case(([], 2), "no ids"),
-             Case(([5, 6], 1), "block_size 1")]
+    cases = [
+        Case(([3, 1, 4, 1, 5], 3), "the chapter's kind of window"),
+        Case(([7], 4), "one id: nothing to predict"),
+        Case(([], 2), "no ids"),
+        Case(([5, 6], 1), "block_size 1"),
+    ]
     for _ in range(20):
         ids = [rng.randrange(50) for _ in range(rng.randrange(2, 14))]
         cases.append(Case((ids, rng.randrange(1, 8)), "random"))
-    cases += [Case(([1, 2, 3], 0), "block_size 0"),
-              Case(([1, 2, 3], -2), "negative block_size")]
+    cases += [
+        Case(([1, 2, 3], 0), "block_size 0"),
+        Case(([1, 2, 3], -2), "negative block_size"),
+    ]
     return cases
 
 
-_register(Exercise("1.1", "ex-pipeline-pairs", "next_token_examples",
-                   ("ids", "block_size"), _next_token_examples, _cases_1_1))
+_register(
+    Exercise(
+        "1.1",
+        "ex-pipeline-pairs",
+        "next_token_examples",
+        ("ids", "block_size"),
+        _next_token_examples,
+        _cases_1_1,
+    )
+)
 
 
 def _byte_counts(text):
@@ -412,9 +499,12 @@ def _byte_counts(text):
 def _cases_1_2():
     rng = random.Random(12)
     alphabet = "abc xyz,.\n" + "\u00e9\u00fc\u20ac\u4e2d\U0001f600"
-    cases = [Case(("hello",), "ASCII"), Case(("",), "empty"),
-             Case(("na\u00efve caf\u00e9",), "accented letters"),
-             Case(("\u20ac",), "one character, three bytes")]
+    cases = [
+        Case(("hello",), "ASCII"),
+        Case(("",), "empty"),
+        Case(("na\u00efve caf\u00e9",), "accented letters"),
+        Case(("\u20ac",), "one character, three bytes"),
+    ]
     for _ in range(16):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randrange(30)))
         cases.append(Case((s,), "random"))
@@ -422,8 +512,16 @@ def _cases_1_2():
     return cases
 
 
-_register(Exercise("1.2", "ex-pipeline-bytes", "byte_counts", ("text",),
-                   _byte_counts, _cases_1_2))
+_register(
+    Exercise(
+        "1.2",
+        "ex-pipeline-bytes",
+        "byte_counts",
+        ("text",),
+        _byte_counts,
+        _cases_1_2,
+    )
+)
 
 
 def _mean_nll(probs, targets):
@@ -435,21 +533,35 @@ def _mean_nll(probs, targets):
 
 
 def _cases_1_3():
-    cases = [Case((torch.full((4, 10), 0.1), torch.tensor([0, 3, 9, 3])),
-                  "uniform over 10 ids: ln 10")]
+    cases = [
+        Case(
+            (torch.full((4, 10), 0.1), torch.tensor([0, 3, 9, 3])),
+            "uniform over 10 ids: ln 10",
+        )
+    ]
     for seed in range(12):
         n, v = 3 + seed % 5, 5 + 3 * seed
         logits = _randn(n, v, seed=seed, scale=1 + seed % 3)
         targets = torch.randint(v, (n,), generator=_gen(100 + seed))
         cases.append(Case((logits.softmax(-1), targets), f"seed {seed}"))
     p = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.3, 0.5]])
-    cases += [Case((p, torch.tensor([0, 2])), "hand-made"),
-              Case((p, torch.tensor([0, 1, 2])), "3 targets for 2 rows")]
+    cases += [
+        Case((p, torch.tensor([0, 2])), "hand-made"),
+        Case((p, torch.tensor([0, 1, 2])), "3 targets for 2 rows"),
+    ]
     return cases
 
 
-_register(Exercise("1.3", "ex-pipeline-nll", "mean_nll",
-                   ("probs", "targets"), _mean_nll, _cases_1_3))
+_register(
+    Exercise(
+        "1.3",
+        "ex-pipeline-nll",
+        "mean_nll",
+        ("probs", "targets"),
+        _mean_nll,
+        _cases_1_3,
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -477,10 +589,12 @@ def _bpe_step(ids, new_id):
 
 def _cases_2_1():
     rng = random.Random(21)
-    cases = [Case((list(b"aaabdaaabac"), 256), "the chapter's toy string"),
-             Case(([1, 2, 3, 4], 256), "every pair once: the greatest wins"),
-             Case(([5, 5, 5], 256), "aaa: one merge, not two"),
-             Case(([2, 1, 1, 2], 256), "a tie: (2, 1) beats (1, 2)")]
+    cases = [
+        Case((list(b"aaabdaaabac"), 256), "the chapter's toy string"),
+        Case(([1, 2, 3, 4], 256), "every pair once: the greatest wins"),
+        Case(([5, 5, 5], 256), "aaa: one merge, not two"),
+        Case(([2, 1, 1, 2], 256), "a tie: (2, 1) beats (1, 2)"),
+    ]
     for _ in range(25):
         ids = [rng.randrange(5) for _ in range(rng.randrange(2, 30))]
         cases.append(Case((ids, 256 + rng.randrange(20)), "random"))
@@ -488,8 +602,16 @@ def _cases_2_1():
     return cases
 
 
-_register(Exercise("2.1", "ex-tok-step", "bpe_step", ("ids", "new_id"),
-                   _bpe_step, _cases_2_1))
+_register(
+    Exercise(
+        "2.1",
+        "ex-tok-step",
+        "bpe_step",
+        ("ids", "new_id"),
+        _bpe_step,
+        _cases_2_1,
+    )
+)
 
 # A small tokenizer for the encoding exercise: 60 merges learned on a few
 # lines, so that the merges interact (later ones build on earlier ones).
@@ -527,7 +649,8 @@ def exercise_tokenizer():
         ids_of = {b: i for i, b in vocab.items()}
         _toy["tok"] = tok
         _toy["merges"] = _Merges(
-            ((ids_of[a], ids_of[b]), ids_of[a + b]) for a, b in merges)
+            ((ids_of[a], ids_of[b]), ids_of[a + b]) for a, b in merges
+        )
     return _toy["tok"], _Merges(_toy["merges"])
 
 
@@ -546,14 +669,31 @@ def _cases_2_2():
     from llmbook.tokenizer import GPT2_PATTERN
 
     _, merges = exercise_tokenizer()
-    words = [" the", "the", " weather", " whether", "thethe", " theatre",
-             " thistle", " thrush", " r\u00e9sum\u00e9", " x", "", "a",
-             " hearth", " northern", " whatever", " thanks"]
+    words = [
+        " the",
+        "the",
+        " weather",
+        " whether",
+        "thethe",
+        " theatre",
+        " thistle",
+        " thrush",
+        " r\u00e9sum\u00e9",
+        " x",
+        "",
+        "a",
+        " hearth",
+        " northern",
+        " whatever",
+        " thanks",
+    ]
     rng = random.Random(22)
     pieces = ["th", "e", "er", "a", "w", "h", "t", "o", "r", "n", "at"]
     for _ in range(20):
-        words.append(" " + "".join(rng.choice(pieces)
-                                   for _ in range(rng.randrange(1, 7))))
+        words.append(
+            " "
+            + "".join(rng.choice(pieces) for _ in range(rng.randrange(1, 7)))
+        )
     split = regex.compile(GPT2_PATTERN).findall
     assert all(len(split(w)) <= 1 for w in words)  # each one pre-token
     cases = [Case((w, merges), "") for w in words]
@@ -561,8 +701,16 @@ def _cases_2_2():
     return cases
 
 
-_register(Exercise("2.2", "ex-tok-encode", "encode_word", ("word", "merges"),
-                   _encode_word, _cases_2_2))
+_register(
+    Exercise(
+        "2.2",
+        "ex-tok-encode",
+        "encode_word",
+        ("word", "merges"),
+        _encode_word,
+        _cases_2_2,
+    )
+)
 
 
 class _Vocab(dict):
@@ -585,8 +733,17 @@ def _decode(ids, vocab):
 
 def _exercise_vocab():
     v = _Vocab({i: bytes([i]) for i in range(256)})
-    for i, tok in enumerate([b"th", b"the", b" the", "\u20ac".encode()[:2],
-                             b"\xe2", b"e\xcc", b"\x81"]):
+    for i, tok in enumerate(
+        [
+            b"th",
+            b"the",
+            b" the",
+            "\u20ac".encode()[:2],
+            b"\xe2",
+            b"e\xcc",
+            b"\x81",
+        ]
+    ):
         v[256 + i] = tok
     return v
 
@@ -595,24 +752,38 @@ def _cases_2_3():
     rng = random.Random(24)
     v = _exercise_vocab()
     euro = list("\u20ac".encode())
-    cases = [Case((list(b"hello"), v), "bytes only"),
-             Case(([256, 101], v), "th + e"),
-             Case(([258, 32, 257], v), "merged tokens"),
-             Case((euro, v), "a 3-byte character, one byte per token"),
-             Case(([259, euro[2]], v), "a character split across tokens"),
-             Case(([259], v), "half a character: U+FFFD"),
-             Case(([], v), "no ids")]
+    cases = [
+        Case((list(b"hello"), v), "bytes only"),
+        Case(([256, 101], v), "th + e"),
+        Case(([258, 32, 257], v), "merged tokens"),
+        Case((euro, v), "a 3-byte character, one byte per token"),
+        Case(([259, euro[2]], v), "a character split across tokens"),
+        Case(([259], v), "half a character: U+FFFD"),
+        Case(([], v), "no ids"),
+    ]
     for _ in range(15):
-        ids = [rng.choice([*range(32, 127), *range(256, 263), 0xe2, 0x82,
-                           0xac]) for _ in range(rng.randrange(1, 12))]
+        ids = [
+            rng.choice([*range(32, 127), *range(256, 263), 0xE2, 0x82, 0xAC])
+            for _ in range(rng.randrange(1, 12))
+        ]
         cases.append(Case((ids, v), "random"))
-    cases += [Case(([104, 999], v), "an id outside the vocabulary"),
-              Case(([104, -1], v), "a negative id")]
+    cases += [
+        Case(([104, 999], v), "an id outside the vocabulary"),
+        Case(([104, -1], v), "a negative id"),
+    ]
     return cases
 
 
-_register(Exercise("2.3", "ex-tok-decode", "my_decode", ("ids", "vocab"),
-                   _decode, _cases_2_3))
+_register(
+    Exercise(
+        "2.3",
+        "ex-tok-decode",
+        "my_decode",
+        ("ids", "vocab"),
+        _decode,
+        _cases_2_3,
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -631,18 +802,31 @@ def _causal_mask(t_q, t_k):
 
 
 def _cases_3_1():
-    cases = [Case((4, 4), "square"), Case((1, 1), "one position"),
-             Case((1, 6), "one new query after 5 cached keys"),
-             Case((3, 7), "a chunk of 3 queries after 4 cached keys")]
+    cases = [
+        Case((4, 4), "square"),
+        Case((1, 1), "one position"),
+        Case((1, 6), "one new query after 5 cached keys"),
+        Case((3, 7), "a chunk of 3 queries after 4 cached keys"),
+    ]
     cases += [Case((t, t), "square") for t in (2, 5, 9)]
     cases += [Case((q, k), "T_q < T_k") for q, k in ((2, 3), (5, 8), (4, 9))]
-    cases += [Case((5, 3), "more queries than keys"),
-              Case((0, 3), "no queries")]
+    cases += [
+        Case((5, 3), "more queries than keys"),
+        Case((0, 3), "no queries"),
+    ]
     return cases
 
 
-_register(Exercise("3.1", "ex-att-mask", "my_causal_mask", ("t_q", "t_k"),
-                   _causal_mask, _cases_3_1))
+_register(
+    Exercise(
+        "3.1",
+        "ex-att-mask",
+        "my_causal_mask",
+        ("t_q", "t_k"),
+        _causal_mask,
+        _cases_3_1,
+    )
+)
 
 
 def _attention(q, k, v):
@@ -653,8 +837,14 @@ def _attention(q, k, v):
 
 def _cases_3_2():
     cases = []
-    shapes = [((1, 1, 4, 8), 4), ((2, 3, 5, 4), 5), ((1, 2, 6, 16), 6),
-              ((2, 2, 1, 8), 7), ((1, 4, 3, 8), 9), ((3, 1, 7, 2), 7)]
+    shapes = [
+        ((1, 1, 4, 8), 4),
+        ((2, 3, 5, 4), 5),
+        ((1, 2, 6, 16), 6),
+        ((2, 2, 1, 8), 7),
+        ((1, 4, 3, 8), 9),
+        ((3, 1, 7, 2), 7),
+    ]
     for seed, ((b, h, tq, d), tk) in enumerate(shapes):
         q = _randn(b, h, tq, d, seed=seed, scale=2.0)
         k = _randn(b, h, tk, d, seed=50 + seed, scale=2.0)
@@ -662,13 +852,25 @@ def _cases_3_2():
         what = "T_q == T_k" if tq == tk else "T_q < T_k: cached keys"
         cases.append(Case((q, k, v), f"{what}, head size {d}"))
     q = _randn(1, 1, 5, 4, seed=7)
-    cases.append(Case((q, _randn(1, 1, 3, 4, seed=8),
-                       _randn(1, 1, 3, 4, seed=9)), "more queries than keys"))
+    cases.append(
+        Case(
+            (q, _randn(1, 1, 3, 4, seed=8), _randn(1, 1, 3, 4, seed=9)),
+            "more queries than keys",
+        )
+    )
     return cases
 
 
-_register(Exercise("3.2", "ex-att-sdpa", "my_attention", ("q", "k", "v"),
-                   _attention, _cases_3_2))
+_register(
+    Exercise(
+        "3.2",
+        "ex-att-sdpa",
+        "my_attention",
+        ("q", "k", "v"),
+        _attention,
+        _cases_3_2,
+    )
+)
 
 
 def _split_heads(x, n_head):
@@ -682,17 +884,34 @@ def _split_heads(x, n_head):
 
 def _cases_3_3():
     cases = []
-    for seed, (b, t, c, h) in enumerate([(1, 3, 8, 2), (2, 5, 12, 3),
-                                         (2, 4, 16, 4), (1, 1, 6, 6),
-                                         (3, 2, 8, 1), (2, 6, 12, 2)]):
+    for seed, (b, t, c, h) in enumerate(
+        [
+            (1, 3, 8, 2),
+            (2, 5, 12, 3),
+            (2, 4, 16, 4),
+            (1, 1, 6, 6),
+            (3, 2, 8, 1),
+            (2, 6, 12, 2),
+        ]
+    ):
         cases.append(Case((_randn(b, t, c, seed=seed), h), "random"))
-    cases += [Case((_randn(2, 3, 10, seed=9), 4), "10 channels, 4 heads"),
-              Case((_randn(3, 8, seed=9), 2), "no batch axis")]
+    cases += [
+        Case((_randn(2, 3, 10, seed=9), 4), "10 channels, 4 heads"),
+        Case((_randn(3, 8, seed=9), 2), "no batch axis"),
+    ]
     return cases
 
 
-_register(Exercise("3.3", "ex-att-split", "split_heads", ("x", "n_head"),
-                   _split_heads, _cases_3_3))
+_register(
+    Exercise(
+        "3.3",
+        "ex-att-split",
+        "split_heads",
+        ("x", "n_head"),
+        _split_heads,
+        _cases_3_3,
+    )
+)
 
 
 def _merge_heads(y):
@@ -704,15 +923,26 @@ def _merge_heads(y):
 
 def _cases_3_4():
     cases = []
-    for seed, shape in enumerate([(1, 2, 3, 4), (2, 3, 5, 4), (2, 4, 4, 4),
-                                  (1, 6, 1, 1), (3, 1, 2, 8), (2, 2, 6, 6)]):
+    for seed, shape in enumerate(
+        [
+            (1, 2, 3, 4),
+            (2, 3, 5, 4),
+            (2, 4, 4, 4),
+            (1, 6, 1, 1),
+            (3, 1, 2, 8),
+            (2, 2, 6, 6),
+        ]
+    ):
         cases.append(Case((_randn(*shape, seed=seed),), "random"))
     cases.append(Case((_randn(2, 3, 4, seed=9),), "3-D input"))
     return cases
 
 
-_register(Exercise("3.4", "ex-att-merge", "merge_heads", ("y",),
-                   _merge_heads, _cases_3_4))
+_register(
+    Exercise(
+        "3.4", "ex-att-merge", "merge_heads", ("y",), _merge_heads, _cases_3_4
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -729,20 +959,39 @@ def _cases_4_1():
     from llmbook.attention import precompute_rope
 
     cases = []
-    for seed, (shape, block, off) in enumerate([
-            ((1, 1, 4, 8), 8, 0), ((2, 3, 5, 4), 8, 0), ((1, 2, 3, 16), 16, 5),
-            ((1, 1, 1, 8), 32, 31), ((2, 2, 6, 2), 6, 0), ((4, 8), 10, 2)]):
+    for seed, (shape, block, off) in enumerate(
+        [
+            ((1, 1, 4, 8), 8, 0),
+            ((2, 3, 5, 4), 8, 0),
+            ((1, 2, 3, 16), 16, 5),
+            ((1, 1, 1, 8), 32, 31),
+            ((2, 2, 6, 2), 6, 0),
+            ((4, 8), 10, 2),
+        ]
+    ):
         cos, sin = precompute_rope(shape[-1], block)
         what = f"offset {off}" + (", (T, hs) only" if len(shape) == 2 else "")
         cases.append(Case((_randn(*shape, seed=seed), cos, sin, off), what))
     cos, sin = precompute_rope(8, 4)
-    cases.append(Case((_randn(1, 1, 3, 8, seed=9), cos, sin, 2),
-                      "positions past the end of the tables"))
+    cases.append(
+        Case(
+            (_randn(1, 1, 3, 8, seed=9), cos, sin, 2),
+            "positions past the end of the tables",
+        )
+    )
     return cases
 
 
-_register(Exercise("4.1", "ex-model-rope", "my_rope",
-                   ("x", "cos", "sin", "offset"), _rope, _cases_4_1))
+_register(
+    Exercise(
+        "4.1",
+        "ex-model-rope",
+        "my_rope",
+        ("x", "cos", "sin", "offset"),
+        _rope,
+        _cases_4_1,
+    )
+)
 
 
 def _rmsnorm(x, weight, eps):
@@ -756,10 +1005,15 @@ def _rmsnorm(x, weight, eps):
 
 def _cases_4_2():
     cases = []
-    for seed, (shape, eps, scale) in enumerate([
-            ((2, 3, 8), 1e-5, 1.0), ((4, 16), 1e-5, 3.0),
+    for seed, (shape, eps, scale) in enumerate(
+        [
+            ((2, 3, 8), 1e-5, 1.0),
+            ((4, 16), 1e-5, 3.0),
             ((1, 1, 5), 1e-6, 1.0),
-            ((2, 2, 2, 6), 1e-5, 0.5), ((3, 32), 0.1, 1.0)]):
+            ((2, 2, 2, 6), 1e-5, 0.5),
+            ((3, 32), 0.1, 1.0),
+        ]
+    ):
         x = _randn(*shape, seed=seed, scale=scale) + 0.5 * seed
         w = 1 + _randn(shape[-1], seed=40 + seed, scale=0.3)
         cases.append(Case((x, w, eps), f"eps={eps}"))
@@ -769,8 +1023,16 @@ def _cases_4_2():
     return cases
 
 
-_register(Exercise("4.2", "ex-model-rmsnorm", "my_rmsnorm",
-                   ("x", "weight", "eps"), _rmsnorm, _cases_4_2))
+_register(
+    Exercise(
+        "4.2",
+        "ex-model-rmsnorm",
+        "my_rmsnorm",
+        ("x", "weight", "eps"),
+        _rmsnorm,
+        _cases_4_2,
+    )
+)
 
 
 def _count_parameters(config):
@@ -784,31 +1046,56 @@ def _cases_4_3():
     from llmbook.model import GPTConfig
 
     tiny = dict(vocab_size=100, block_size=16, n_layer=2, n_head=2, n_embd=8)
-    cases = [Case((GPTConfig.preset("tiny"),), "tiny preset (GPT-2 style)"),
-             Case((GPTConfig.preset("book"),), "book preset (LLaMA style)"),
-             Case((GPTConfig.preset("gpt2"),), "GPT-2 small")]
-    variants = [dict(tie_weights=False), dict(bias=False),
-                dict(positions="rope"), dict(norm="rmsnorm"),
-                dict(mlp="swiglu"), dict(mlp="swiglu", n_embd=96, n_head=4),
-                dict(positions="rope", norm="rmsnorm", mlp="swiglu",
-                     bias=False, tie_weights=False)]
+    cases = [
+        Case((GPTConfig.preset("tiny"),), "tiny preset (GPT-2 style)"),
+        Case((GPTConfig.preset("book"),), "book preset (LLaMA style)"),
+        Case((GPTConfig.preset("gpt2"),), "GPT-2 small"),
+    ]
+    variants = [
+        dict(tie_weights=False),
+        dict(bias=False),
+        dict(positions="rope"),
+        dict(norm="rmsnorm"),
+        dict(mlp="swiglu"),
+        dict(mlp="swiglu", n_embd=96, n_head=4),
+        dict(
+            positions="rope",
+            norm="rmsnorm",
+            mlp="swiglu",
+            bias=False,
+            tie_weights=False,
+        ),
+    ]
     for v in variants:
         desc = ", ".join(f"{k}={val!r}" for k, val in v.items())
         cases.append(Case((GPTConfig(**{**tiny, **v}),), desc))
-    cases.append(Case((GPTConfig.preset("book", tie_weights=False),),
-                      "book preset, untied"))
+    cases.append(
+        Case(
+            (GPTConfig.preset("book", tie_weights=False),),
+            "book preset, untied",
+        )
+    )
     return cases
 
 
-_register(Exercise("4.3", "ex-model-count", "count_parameters", ("config",),
-                   _count_parameters, _cases_4_3))
+_register(
+    Exercise(
+        "4.3",
+        "ex-model-count",
+        "count_parameters",
+        ("config",),
+        _count_parameters,
+        _cases_4_3,
+    )
+)
 
 
 def _kv_update(cache, layer, k, v):
     if cache.pos + k.size(-2) > cache.block_size:
         raise ValueError(
             f"the cache holds {cache.block_size} positions; {cache.pos} are "
-            f"filled and {k.size(-2)} more do not fit")
+            f"filled and {k.size(-2)} more do not fit"
+        )
     return cache.update(layer, k, v)
 
 
@@ -818,10 +1105,16 @@ def _observe_kv(fn, args):
     cache = args[0]
     end = cache.pos + args[2].size(-2)
     keys, values = fn(*args)
-    filled = [(cache.k[i][:, :, :end].clone(), cache.v[i][:, :, :end].clone())
-              for i in range(len(cache.k))]
-    return {"returned keys": keys, "returned values": values,
-            "cache contents (layer, k/v)": filled, "cache.pos": cache.pos}
+    filled = [
+        (cache.k[i][:, :, :end].clone(), cache.v[i][:, :, :end].clone())
+        for i in range(len(cache.k))
+    ]
+    return {
+        "returned keys": keys,
+        "returned values": values,
+        "cache contents (layer, k/v)": filled,
+        "cache.pos": cache.pos,
+    }
 
 
 def _cases_4_4():
@@ -836,24 +1129,42 @@ def _cases_4_4():
         return c
 
     cases = []
-    for seed, (nl, b, nh, block, hs, pos, layer, t) in enumerate([
-            (1, 1, 1, 8, 4, 0, 0, 3), (2, 2, 2, 8, 4, 3, 1, 1),
-            (3, 1, 2, 16, 8, 5, 2, 4), (2, 1, 1, 6, 2, 5, 0, 1),
-            (2, 2, 3, 10, 4, 0, 1, 10)]):
+    for seed, (nl, b, nh, block, hs, pos, layer, t) in enumerate(
+        [
+            (1, 1, 1, 8, 4, 0, 0, 3),
+            (2, 2, 2, 8, 4, 3, 1, 1),
+            (3, 1, 2, 16, 8, 5, 2, 4),
+            (2, 1, 1, 6, 2, 5, 0, 1),
+            (2, 2, 3, 10, 4, 0, 1, 10),
+        ]
+    ):
         c = cache(nl, b, nh, block, hs, pos, 100 * seed)
         k = _randn(b, nh, t, hs, seed=7 + seed)
         v = _randn(b, nh, t, hs, seed=17 + seed)
-        cases.append(Case((c, layer, k, v),
-                          f"{pos} filled, {t} new, layer {layer}"))
+        cases.append(
+            Case((c, layer, k, v), f"{pos} filled, {t} new, layer {layer}")
+        )
     c = cache(1, 1, 1, 4, 2, 3, 900)
-    cases.append(Case((c, 0, _randn(1, 1, 2, 2, seed=1),
-                       _randn(1, 1, 2, 2, seed=2)), "past block_size"))
+    cases.append(
+        Case(
+            (c, 0, _randn(1, 1, 2, 2, seed=1), _randn(1, 1, 2, 2, seed=2)),
+            "past block_size",
+        )
+    )
     return cases
 
 
-_register(Exercise("4.4", "ex-model-kv", "my_kv_update",
-                   ("cache", "layer", "k", "v"), _kv_update, _cases_4_4,
-                   observe=_observe_kv))
+_register(
+    Exercise(
+        "4.4",
+        "ex-model-kv",
+        "my_kv_update",
+        ("cache", "layer", "k", "v"),
+        _kv_update,
+        _cases_4_4,
+        observe=_observe_kv,
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -874,15 +1185,27 @@ def _cases_a_1():
         dout = _randn(*shape, seed=30 + seed, dtype=torch.float64)
         cases.append(Case((dout, p), "random"))
     p = torch.tensor([[0.5, 0.5, 0.0, 0.0]], dtype=torch.float64)
-    cases.append(Case((torch.tensor([[1.0, -2.0, 3.0, 4.0]],
-                                    dtype=torch.float64), p),
-                      "masked entries (p = 0)"))
+    cases.append(
+        Case(
+            (torch.tensor([[1.0, -2.0, 3.0, 4.0]], dtype=torch.float64), p),
+            "masked entries (p = 0)",
+        )
+    )
     return cases
 
 
-_register(Exercise("A.1", "ex-bp-softmax", "my_softmax_backward",
-                   ("dout", "p"), _softmax_backward, _cases_a_1,
-                   rtol=1e-7, atol=1e-9))
+_register(
+    Exercise(
+        "A.1",
+        "ex-bp-softmax",
+        "my_softmax_backward",
+        ("dout", "p"),
+        _softmax_backward,
+        _cases_a_1,
+        rtol=1e-7,
+        atol=1e-9,
+    )
+)
 
 
 def _layernorm_backward(dout, x, w, b, eps):
@@ -894,22 +1217,41 @@ def _layernorm_backward(dout, x, w, b, eps):
 
 def _cases_a_2():
     cases = []
-    for seed, (shape, bias) in enumerate([((4, 6), True), ((2, 3, 8), True),
-                                          ((5, 4), False), ((1, 1, 3), True),
-                                          ((2, 2, 2, 5), False)]):
+    for seed, (shape, bias) in enumerate(
+        [
+            ((4, 6), True),
+            ((2, 3, 8), True),
+            ((5, 4), False),
+            ((1, 1, 3), True),
+            ((2, 2, 2, 5), False),
+        ]
+    ):
         c = shape[-1]
         x = _randn(*shape, seed=seed, scale=3.0, dtype=torch.float64) + seed
         w = 1 + _randn(c, seed=20 + seed, scale=0.5, dtype=torch.float64)
         b = _randn(c, seed=40 + seed, dtype=torch.float64) if bias else None
         dout = _randn(*shape, seed=60 + seed, dtype=torch.float64)
-        cases.append(Case((dout, x, w, b, 1e-5),
-                          "with bias" if bias else "no bias (b is None)"))
+        cases.append(
+            Case(
+                (dout, x, w, b, 1e-5),
+                "with bias" if bias else "no bias (b is None)",
+            )
+        )
     return cases
 
 
-_register(Exercise("A.2", "ex-bp-layernorm", "my_layernorm_backward",
-                   ("dout", "x", "w", "b", "eps"), _layernorm_backward,
-                   _cases_a_2, rtol=1e-7, atol=1e-9))
+_register(
+    Exercise(
+        "A.2",
+        "ex-bp-layernorm",
+        "my_layernorm_backward",
+        ("dout", "x", "w", "b", "eps"),
+        _layernorm_backward,
+        _cases_a_2,
+        rtol=1e-7,
+        atol=1e-9,
+    )
+)
 
 
 def _linear_backward(dout, x, w):
@@ -924,24 +1266,46 @@ def _linear_backward(dout, x, w):
 
 def _cases_a_3():
     cases = []
-    for seed, (lead, n_in, n_out) in enumerate([
-            ((4,), 3, 5), ((2, 3), 4, 4), ((1,), 1, 1), ((2, 5), 6, 2),
-            ((2, 2, 3), 3, 7)]):
+    for seed, (lead, n_in, n_out) in enumerate(
+        [
+            ((4,), 3, 5),
+            ((2, 3), 4, 4),
+            ((1,), 1, 1),
+            ((2, 5), 6, 2),
+            ((2, 2, 3), 3, 7),
+        ]
+    ):
         x = _randn(*lead, n_in, seed=seed, dtype=torch.float64)
         w = _randn(n_out, n_in, seed=20 + seed, dtype=torch.float64)
         dout = _randn(*lead, n_out, seed=40 + seed, dtype=torch.float64)
-        cases.append(Case((dout, x, w),
-                          f"x {tuple(x.shape)}, w {tuple(w.shape)}"))
-    cases.append(Case((_randn(2, 3, seed=1, dtype=torch.float64),
-                       _randn(2, 4, seed=2, dtype=torch.float64),
-                       _randn(5, 4, seed=3, dtype=torch.float64)),
-                      "dout has 3 features but w has 5 outputs"))
+        cases.append(
+            Case((dout, x, w), f"x {tuple(x.shape)}, w {tuple(w.shape)}")
+        )
+    cases.append(
+        Case(
+            (
+                _randn(2, 3, seed=1, dtype=torch.float64),
+                _randn(2, 4, seed=2, dtype=torch.float64),
+                _randn(5, 4, seed=3, dtype=torch.float64),
+            ),
+            "dout has 3 features but w has 5 outputs",
+        )
+    )
     return cases
 
 
-_register(Exercise("A.3", "ex-bp-linear", "my_linear_backward",
-                   ("dout", "x", "w"), _linear_backward, _cases_a_3,
-                   rtol=1e-7, atol=1e-9))
+_register(
+    Exercise(
+        "A.3",
+        "ex-bp-linear",
+        "my_linear_backward",
+        ("dout", "x", "w"),
+        _linear_backward,
+        _cases_a_3,
+        rtol=1e-7,
+        atol=1e-9,
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -951,8 +1315,9 @@ _register(Exercise("A.3", "ex-bp-linear", "my_linear_backward",
 def _lr_at(step, lr, min_lr, warmup, max_steps):
     from llmbook.optim import lr_at
 
-    return lr_at(step, lr=lr, min_lr=min_lr, warmup=warmup,
-                 max_steps=max_steps)
+    return lr_at(
+        step, lr=lr, min_lr=min_lr, warmup=warmup, max_steps=max_steps
+    )
 
 
 def _cases_5_1():
@@ -969,9 +1334,18 @@ def _cases_5_1():
     return cases
 
 
-_register(Exercise("5.1", "ex-train-lr", "my_lr_at",
-                   ("step", "lr", "min_lr", "warmup", "max_steps"),
-                   _lr_at, _cases_5_1, rtol=1e-9, atol=1e-12))
+_register(
+    Exercise(
+        "5.1",
+        "ex-train-lr",
+        "my_lr_at",
+        ("step", "lr", "min_lr", "warmup", "max_steps"),
+        _lr_at,
+        _cases_5_1,
+        rtol=1e-9,
+        atol=1e-12,
+    )
+)
 
 
 def _cross_entropy(logits, targets):
@@ -982,23 +1356,33 @@ def _cross_entropy(logits, targets):
 
 def _cases_5_2():
     cases = []
-    for seed, (lead, v, scale) in enumerate([
-            ((4,), 10, 1.0), ((2, 3), 7, 2.0), ((1,), 2, 1.0),
-            ((2, 5), 50, 5.0)]):
+    for seed, (lead, v, scale) in enumerate(
+        [((4,), 10, 1.0), ((2, 3), 7, 2.0), ((1,), 2, 1.0), ((2, 5), 50, 5.0)]
+    ):
         logits = _randn(*lead, v, seed=seed, scale=scale)
         targets = torch.randint(v, lead, generator=_gen(10 + seed))
         cases.append(Case((logits, targets), "random"))
     big = torch.tensor([[1000.0, 0.0, -1000.0], [50.0, 90.0, 89.0]])
     cases.append(Case((big, torch.tensor([0, 2])), "huge logits: no overflow"))
     wrong = torch.zeros(2, 4, dtype=torch.long)
-    cases.append(Case((_randn(2, 3, 5, seed=4), wrong),
-                      "targets of the wrong shape"))
+    cases.append(
+        Case((_randn(2, 3, 5, seed=4), wrong), "targets of the wrong shape")
+    )
     return cases
 
 
-_register(Exercise("5.2", "ex-train-ce", "my_cross_entropy",
-                   ("logits", "targets"), _cross_entropy, _cases_5_2,
-                   rtol=1e-5, atol=1e-5))
+_register(
+    Exercise(
+        "5.2",
+        "ex-train-ce",
+        "my_cross_entropy",
+        ("logits", "targets"),
+        _cross_entropy,
+        _cases_5_2,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+)
 
 
 def _clip_grad_norm(params, max_norm):
@@ -1012,8 +1396,9 @@ class _Params(list):
 
     def _exercise_repr(self):
         shapes = [tuple(p.shape) for p in self]
-        norm = torch.linalg.vector_norm(torch.stack(
-            [p.grad.norm() for p in self if p.grad is not None]))
+        norm = torch.linalg.vector_norm(
+            torch.stack([p.grad.norm() for p in self if p.grad is not None])
+        )
         return f"{len(self)} parameters {shapes}, gradient norm {norm:.4g}"
 
     def __deepcopy__(self, memo):
@@ -1028,8 +1413,10 @@ class _Params(list):
 def _observe_clip(fn, args):
     params = args[0]
     norm = fn(*args)
-    return {"returned norm": norm,
-            "gradients after": [p.grad for p in params if p.grad is not None]}
+    return {
+        "returned norm": norm,
+        "gradients after": [p.grad for p in params if p.grad is not None],
+    }
 
 
 def _cases_5_3():
@@ -1041,18 +1428,29 @@ def _cases_5_3():
             out.append(p)
         return out
 
-    return [Case((params([(3, 4), (4,)], 0, 1.0), 1.0), "norm above 1"),
-            Case((params([(3, 4), (4,)], 1, 0.05), 1.0),
-                 "norm below max_norm: unchanged"),
-            Case((params([(10,), (2, 2), (5, 1)], 2, 3.0), 0.5),
-                 "three tensors"),
-            Case((params([(6,)], 3, 10.0), 5.0), "one tensor"),
-            Case((params([(2, 8), (8,), (3,)], 4, 2.0), 2.0), "random")]
+    return [
+        Case((params([(3, 4), (4,)], 0, 1.0), 1.0), "norm above 1"),
+        Case(
+            (params([(3, 4), (4,)], 1, 0.05), 1.0),
+            "norm below max_norm: unchanged",
+        ),
+        Case((params([(10,), (2, 2), (5, 1)], 2, 3.0), 0.5), "three tensors"),
+        Case((params([(6,)], 3, 10.0), 5.0), "one tensor"),
+        Case((params([(2, 8), (8,), (3,)], 4, 2.0), 2.0), "random"),
+    ]
 
 
-_register(Exercise("5.3", "ex-train-clip", "my_clip_grad_norm",
-                   ("parameters", "max_norm"), _clip_grad_norm, _cases_5_3,
-                   observe=_observe_clip))
+_register(
+    Exercise(
+        "5.3",
+        "ex-train-clip",
+        "my_clip_grad_norm",
+        ("parameters", "max_norm"),
+        _clip_grad_norm,
+        _cases_5_3,
+        observe=_observe_clip,
+    )
+)
 
 
 def buggy_train_step(model, optimizer, x, y, lr):
@@ -1090,8 +1488,10 @@ class _Run:
         self.seed = seed
 
     def _exercise_repr(self):
-        return (f"<tiny GPT (seed {self.seed}), AdamW lr 1e-2, four batches "
-                "of (4, 16) ids; lr 1e-2, 1e-2, 5e-3, 1e-3>")
+        return (
+            f"<tiny GPT (seed {self.seed}), AdamW lr 1e-2, four batches "
+            "of (4, 16) ids; lr 1e-2, 1e-2, 5e-3, 1e-3>"
+        )
 
 
 def _observe_train(fn, args):
@@ -1107,16 +1507,30 @@ def _observe_train(fn, args):
     for lr in (1e-2, 1e-2, 5e-3, 1e-3):
         ids = torch.randint(64, (4, 17), generator=g)
         losses.append(fn(model, optimizer, ids[:, :-1], ids[:, 1:], lr))
-    return {"losses of the four steps": losses,
-            "weights after four steps": [p.detach().clone()
-                                         for p in model.parameters()]}
+    return {
+        "losses of the four steps": losses,
+        "weights after four steps": [
+            p.detach().clone() for p in model.parameters()
+        ],
+    }
 
 
-_register(Exercise("5.4", "ex-train-bug", "my_train_step", ("run",),
-                   _train_step,
-                   lambda: [Case((_Run(0),), "tiny GPT, four steps"),
-                            Case((_Run(1),), "another seed")],
-                   rtol=1e-4, atol=1e-5, observe=_observe_train))
+_register(
+    Exercise(
+        "5.4",
+        "ex-train-bug",
+        "my_train_step",
+        ("run",),
+        _train_step,
+        lambda: [
+            Case((_Run(0),), "tiny GPT, four steps"),
+            Case((_Run(1),), "another seed"),
+        ],
+        rtol=1e-4,
+        atol=1e-5,
+        observe=_observe_train,
+    )
+)
 
 
 # ---------------------------------------------------------------------------
@@ -1132,18 +1546,31 @@ def _temperature(logits, temperature):
 def _cases_6_1():
     cases = []
     for seed, t in enumerate([1.0, 0.5, 2.0, 0.1, 1.7]):
-        cases.append(Case((_randn(2, 10, seed=seed, scale=3.0), t),
-                          f"temperature {t}"))
+        cases.append(
+            Case((_randn(2, 10, seed=seed, scale=3.0), t), f"temperature {t}")
+        )
     cases.append(Case((_randn(5, seed=9), 3), "an int temperature"))
-    cases += [Case((_randn(5, seed=1), 0.0), "temperature 0 (greedy is a "
-                   "separate path)"),
-              Case((_randn(5, seed=1), -1.0), "negative temperature"),
-              Case((_randn(5, seed=1), "hot"), "not a number")]
+    cases += [
+        Case(
+            (_randn(5, seed=1), 0.0),
+            "temperature 0 (greedy is a separate path)",
+        ),
+        Case((_randn(5, seed=1), -1.0), "negative temperature"),
+        Case((_randn(5, seed=1), "hot"), "not a number"),
+    ]
     return cases
 
 
-_register(Exercise("6.1", "ex-gen-temp", "my_temperature",
-                   ("logits", "temperature"), _temperature, _cases_6_1))
+_register(
+    Exercise(
+        "6.1",
+        "ex-gen-temp",
+        "my_temperature",
+        ("logits", "temperature"),
+        _temperature,
+        _cases_6_1,
+    )
+)
 
 
 def _top_k(logits, k):
@@ -1154,10 +1581,10 @@ def _top_k(logits, k):
 
 def _cases_6_2():
     cases = []
-    for seed, (shape, k) in enumerate([((10,), 3), ((2, 8), 1), ((3, 20), 5),
-                                       ((1, 6), 6), ((2, 5), 9)]):
-        cases.append(Case((_randn(*shape, seed=seed, scale=2.0), k),
-                          f"k={k}"))
+    for seed, (shape, k) in enumerate(
+        [((10,), 3), ((2, 8), 1), ((3, 20), 5), ((1, 6), 6), ((2, 5), 9)]
+    ):
+        cases.append(Case((_randn(*shape, seed=seed, scale=2.0), k), f"k={k}"))
     tied = torch.tensor([[3.0, 1.0, 3.0, 2.0, 2.0, 0.0]])
     cases.append(Case((tied, 3), "ties with the k-th largest are kept"))
     cases.append(Case((tied, 1), "two tied maxima"))
@@ -1165,8 +1592,11 @@ def _cases_6_2():
     return cases
 
 
-_register(Exercise("6.2", "ex-gen-topk", "my_top_k", ("logits", "k"),
-                   _top_k, _cases_6_2))
+_register(
+    Exercise(
+        "6.2", "ex-gen-topk", "my_top_k", ("logits", "k"), _top_k, _cases_6_2
+    )
+)
 
 
 def _top_p(logits, p):
@@ -1177,21 +1607,35 @@ def _top_p(logits, p):
 
 def _cases_6_3():
     cases = []
-    for seed, (shape, p) in enumerate([((10,), 0.9), ((2, 8), 0.5),
-                                       ((3, 20), 0.95), ((1, 6), 0.3),
-                                       ((2, 30), 0.75)]):
-        cases.append(Case((_randn(*shape, seed=seed, scale=2.0), p),
-                          f"p={p}"))
+    for seed, (shape, p) in enumerate(
+        [
+            ((10,), 0.9),
+            ((2, 8), 0.5),
+            ((3, 20), 0.95),
+            ((1, 6), 0.3),
+            ((2, 30), 0.75),
+        ]
+    ):
+        cases.append(Case((_randn(*shape, seed=seed, scale=2.0), p), f"p={p}"))
     probs = torch.tensor([[0.5, 0.3, 0.1, 0.1]])
-    cases += [Case((probs.log(), 0.5), "the top token alone reaches p"),
-              Case((probs.log(), 0.6), "p crossed by the second token"),
-              Case((probs.log(), 1.0), "p = 1 keeps everything"),
-              Case((torch.tensor([[9.0, 0.0, 0.0]]), 0.2),
-                   "one very likely token, p below it")]
-    cases += [Case((probs.log(), 0.0), "p = 0"),
-              Case((probs.log(), 1.5), "p > 1")]
+    cases += [
+        Case((probs.log(), 0.5), "the top token alone reaches p"),
+        Case((probs.log(), 0.6), "p crossed by the second token"),
+        Case((probs.log(), 1.0), "p = 1 keeps everything"),
+        Case(
+            (torch.tensor([[9.0, 0.0, 0.0]]), 0.2),
+            "one very likely token, p below it",
+        ),
+    ]
+    cases += [
+        Case((probs.log(), 0.0), "p = 0"),
+        Case((probs.log(), 1.5), "p > 1"),
+    ]
     return cases
 
 
-_register(Exercise("6.3", "ex-gen-topp", "my_top_p", ("logits", "p"),
-                   _top_p, _cases_6_3))
+_register(
+    Exercise(
+        "6.3", "ex-gen-topp", "my_top_p", ("logits", "p"), _top_p, _cases_6_3
+    )
+)

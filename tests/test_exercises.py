@@ -25,9 +25,15 @@ from llmbook.tokenizer import merge
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "book" / "B_solutions.ipynb"
-CHAPTERS = {"1": "01_what_we_build", "2": "02_tokenization",
-            "3": "03_attention", "4": "04_gpt_model", "A": "A_backprop",
-            "5": "05_training", "6": "06_generation"}
+CHAPTERS = {
+    "1": "01_what_we_build",
+    "2": "02_tokenization",
+    "3": "03_attention",
+    "4": "04_gpt_model",
+    "A": "A_backprop",
+    "5": "05_training",
+    "6": "06_generation",
+}
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +58,10 @@ def test_solution_passes(solutions, exercise_id):
     assert fn is not None, f"B_solutions.ipynb defines no {exercise.name}"
     result = run_check(exercise_id, fn)
     assert result.passed, result.message
-    assert result.message == (f"Exercise {exercise_id} ({exercise.name}): "
-                              f"passed all {result.n_cases} cases.")
+    assert result.message == (
+        f"Exercise {exercise_id} ({exercise.name}): "
+        f"passed all {result.n_cases} cases."
+    )
 
 
 def test_every_solution_is_checked_in_the_notebook():
@@ -69,25 +77,28 @@ def test_every_solution_is_checked_in_the_notebook():
 def _pairs_t0(ids, block_size):  # includes t = 0, whose context is empty
     if block_size < 1:
         raise ValueError
-    return [(ids[max(0, t - block_size):t], ids[t]) for t in range(len(ids))]
+    return [(ids[max(0, t - block_size) : t], ids[t]) for t in range(len(ids))]
 
 
 def _pairs_wrap(ids, block_size):  # a negative start wraps around
     if block_size < 1:
         raise ValueError
-    return [(ids[t - block_size:t], ids[t]) for t in range(1, len(ids))]
+    return [(ids[t - block_size : t], ids[t]) for t in range(1, len(ids))]
 
 
 def _pairs_no_check(ids, block_size):  # never refuses a bad block_size
-    return [(ids[max(0, t - block_size):t], ids[t])
-            for t in range(1, len(ids))]
+    return [
+        (ids[max(0, t - block_size) : t], ids[t]) for t in range(1, len(ids))
+    ]
 
 
 def _pairs_long(ids, block_size):  # one id too many in each context
     if block_size < 1:
         raise ValueError
-    return [(ids[max(0, t - block_size - 1):t], ids[t])
-            for t in range(1, len(ids))]
+    return [
+        (ids[max(0, t - block_size - 1) : t], ids[t])
+        for t in range(1, len(ids))
+    ]
 
 
 def _chars_not_bytes(text):
@@ -149,7 +160,7 @@ def _encode_leftmost(word, merges):  # merges the leftmost known pair
         raise TypeError
     ids = list(word.encode("utf-8"))
     while True:
-        for i, p in enumerate(zip(ids, ids[1:])):
+        for p in zip(ids, ids[1:]):
             if p in merges:
                 ids = merge(ids, p, merges[p])
                 break
@@ -180,7 +191,8 @@ def _decode_per_token(ids, vocab):  # splits characters across tokens
 
 def _decode_no_check(ids, vocab):  # an unknown id silently becomes nothing
     return b"".join(vocab.get(i, b"") for i in ids).decode(
-        "utf-8", errors="replace")
+        "utf-8", errors="replace"
+    )
 
 
 def _mask_top_left(t_q, t_k):  # right only when t_q == t_k
@@ -252,7 +264,7 @@ def _split_no_transpose(x, n_head):
 def _split_no_check(x, n_head):  # silently drops channels
     B, T, C = x.shape
     hs = C // n_head
-    return x[..., :n_head * hs].view(B, T, n_head, hs).transpose(1, 2)
+    return x[..., : n_head * hs].view(B, T, n_head, hs).transpose(1, 2)
 
 
 def _merge_view(y):  # no transpose back: heads interleaved with time
@@ -269,7 +281,7 @@ def _rope_interleaved(x, cos, sin, offset):  # pairs (2i, 2i+1)
     t = x.size(-2)
     if offset + t > cos.size(0):
         raise ValueError
-    c, s = cos[offset:offset + t], sin[offset:offset + t]
+    c, s = cos[offset : offset + t], sin[offset : offset + t]
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
     return out.flatten(-2)
@@ -279,7 +291,7 @@ def _rope_sign(x, cos, sin, offset):  # rotates the other way
     t = x.size(-2)
     if offset + t > cos.size(0):
         raise ValueError
-    c, s = cos[offset:offset + t], sin[offset:offset + t]
+    c, s = cos[offset : offset + t], sin[offset : offset + t]
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((x1 * c + x2 * s, x2 * c - x1 * s), dim=-1)
 
@@ -306,8 +318,9 @@ def _rms_no_weight(x, weight, eps):
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
-def _count_formula(config, tied_twice=False, final_norm=True,
-                   gelu_width=False):
+def _count_formula(
+    config, tied_twice=False, final_norm=True, gelu_width=False
+):
     C, L, V = config.n_embd, config.n_layer, config.vocab_size
     H = 4 * C if gelu_width else config.mlp_hidden
     norm = 2 * C if (config.norm == "layernorm" and config.bias) else C
@@ -330,16 +343,18 @@ def _kv_concat(cache, layer, k, v):  # returns the right tensors, stores none
     if cache.pos + k.size(-2) > cache.block_size:
         raise ValueError
     pos = cache.pos
-    return (torch.cat((cache.k[layer][:, :, :pos], k), dim=2),
-            torch.cat((cache.v[layer][:, :, :pos], v), dim=2))
+    return (
+        torch.cat((cache.k[layer][:, :, :pos], k), dim=2),
+        torch.cat((cache.v[layer][:, :, :pos], v), dim=2),
+    )
 
 
 def _kv_advances(cache, layer, k, v):  # moves pos itself (the model does)
     if cache.pos + k.size(-2) > cache.block_size:
         raise ValueError
     end = cache.pos + k.size(-2)
-    cache.k[layer][:, :, cache.pos:end] = k
-    cache.v[layer][:, :, cache.pos:end] = v
+    cache.k[layer][:, :, cache.pos : end] = k
+    cache.v[layer][:, :, cache.pos : end] = v
     cache.pos = end
     return cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
 
@@ -348,15 +363,15 @@ def _kv_only_new(cache, layer, k, v):  # returns only the new positions
     if cache.pos + k.size(-2) > cache.block_size:
         raise ValueError
     end = cache.pos + k.size(-2)
-    cache.k[layer][:, :, cache.pos:end] = k
-    cache.v[layer][:, :, cache.pos:end] = v
+    cache.k[layer][:, :, cache.pos : end] = k
+    cache.v[layer][:, :, cache.pos : end] = v
     return k, v
 
 
 def _kv_no_check(cache, layer, k, v):
-    end = cache.pos + k.size(-2)
-    cache.k[layer][:, :, cache.pos:end] = k[:, :, :cache.block_size - cache.pos]
-    cache.v[layer][:, :, cache.pos:end] = v[:, :, :cache.block_size - cache.pos]
+    end, room = cache.pos + k.size(-2), cache.block_size - cache.pos
+    cache.k[layer][:, :, cache.pos : end] = k[:, :, :room]
+    cache.v[layer][:, :, cache.pos : end] = v[:, :, :room]
     return cache.k[layer][:, :, :end], cache.v[layer][:, :, :end]
 
 
@@ -458,7 +473,8 @@ def _ce_no_check(logits, targets):  # broadcasting hides the mismatch
 
 def _clip_per_tensor(parameters, max_norm):
     total = torch.linalg.vector_norm(
-        torch.stack([p.grad.norm() for p in parameters]))
+        torch.stack([p.grad.norm() for p in parameters])
+    )
     for p in parameters:
         n = p.grad.norm()
         if n > max_norm:
@@ -468,7 +484,8 @@ def _clip_per_tensor(parameters, max_norm):
 
 def _clip_always_scales(parameters, max_norm):  # also scales small ones up
     total = torch.linalg.vector_norm(
-        torch.stack([p.grad.norm() for p in parameters]))
+        torch.stack([p.grad.norm() for p in parameters])
+    )
     for p in parameters:
         p.grad.mul_(max_norm / (total + 1e-6))
     return total
@@ -477,7 +494,8 @@ def _clip_always_scales(parameters, max_norm):  # also scales small ones up
 def _clip_returns_after(parameters, max_norm):  # the norm after clipping
     ex._clip_grad_norm(parameters, max_norm)
     return torch.linalg.vector_norm(
-        torch.stack([p.grad.norm() for p in parameters]))
+        torch.stack([p.grad.norm() for p in parameters])
+    )
 
 
 def _step_no_clip(model, optimizer, x, y, lr):
@@ -501,7 +519,8 @@ def _step_ignores_lr(model, optimizer, x, y, lr):
 
 def _temp_multiplies(logits, temperature):
     if not isinstance(temperature, (int, float)) or isinstance(
-            temperature, bool):
+        temperature, bool
+    ):
         raise TypeError
     if temperature <= 0:
         raise ValueError
@@ -599,12 +618,21 @@ WRONG = [
     ("4.2", "eps outside the square root", _rms_eps_outside),
     ("4.2", "mean subtracted", _rms_centred),
     ("4.2", "weight forgotten", _rms_no_weight),
-    ("4.3", "tied matrix counted twice",
-     lambda c: _count_formula(c, tied_twice=True)),
-    ("4.3", "final norm forgotten",
-     lambda c: _count_formula(c, final_norm=False)),
-    ("4.3", "SwiGLU given GELU's 4C width",
-     lambda c: _count_formula(c, gelu_width=True)),
+    (
+        "4.3",
+        "tied matrix counted twice",
+        lambda c: _count_formula(c, tied_twice=True),
+    ),
+    (
+        "4.3",
+        "final norm forgotten",
+        lambda c: _count_formula(c, final_norm=False),
+    ),
+    (
+        "4.3",
+        "SwiGLU given GELU's 4C width",
+        lambda c: _count_formula(c, gelu_width=True),
+    ),
     ("4.4", "nothing stored in the cache", _kv_concat),
     ("4.4", "pos advanced by the update", _kv_advances),
     ("4.4", "only the new positions returned", _kv_only_new),
@@ -644,8 +672,9 @@ def test_every_check_has_planted_wrong_answers():
     assert planted == set(ex.exercise_ids())
 
 
-@pytest.mark.parametrize("exercise_id, what, fn", WRONG,
-                         ids=[f"{i}: {w}" for i, w, _ in WRONG])
+@pytest.mark.parametrize(
+    "exercise_id, what, fn", WRONG, ids=[f"{i}: {w}" for i, w, _ in WRONG]
+)
 def test_wrong_answer_is_rejected(solutions, exercise_id, what, fn):
     result = run_check(exercise_id, fn)
     assert not result.passed and result.attempted, result.message
@@ -657,14 +686,21 @@ def test_wrong_answer_is_rejected(solutions, exercise_id, what, fn):
     # it failed for the planted reason, not a mistake in the test
     assert not re.search(r"(Attribute|Name|Import)Error", msg), msg
     expected = msg.split("\n  expected: ")[1].split("\n")[0]
-    if not re.fullmatch(r"[-\d.e+]+", expected) and "error" not in expected \
-            and "raised" not in msg:
+    if (
+        not re.fullmatch(r"[-\d.e+]+", expected)
+        and "error" not in expected
+        and "raised" not in msg
+    ):
         # a wrong value: say where it first differs (position or shape)
-        assert re.search(r"first difference at|shape|length|dtype|"
-                         r"expected [-\d.e+]+, got", msg), msg
+        assert re.search(
+            r"first difference at|shape|length|dtype|"
+            r"expected [-\d.e+]+, got",
+            msg,
+        ), msg
     # the solution's code is never shown: no line of it appears
     solution = solutions[ex.EXERCISES[exercise_id].name]
     import inspect
+
     for line in inspect.getsource(solution).splitlines()[1:]:
         line = line.strip()
         if len(line) > 25:
@@ -678,8 +714,10 @@ def test_not_attempted_is_not_a_failure(capsys):
 
     check("2.1", bpe_step)
     out = capsys.readouterr().out
-    assert out == ("Exercise 2.1 (bpe_step): not attempted yet. Write the "
-                   "function, run its cell, then this one again.\n")
+    assert out == (
+        "Exercise 2.1 (bpe_step): not attempted yet. Write the "
+        "function, run its cell, then this one again.\n"
+    )
 
 
 def test_a_late_not_implemented_error_is_a_failure():
@@ -717,19 +755,26 @@ def test_threads_are_restored():
 @pytest.mark.parametrize("chapter", ["1", "2", "3", "4", "A"])
 def test_chapter_numbers_its_exercises_as_the_checks_do(chapter):
     """The k-th exercise of chapter N is the one whose check is "N.k"."""
-    nb = json.loads((ROOT / "book" / f"{CHAPTERS[chapter]}.ipynb").read_text(
-        encoding="utf-8"))
+    nb = json.loads(
+        (ROOT / "book" / f"{CHAPTERS[chapter]}.ipynb").read_text(
+            encoding="utf-8"
+        )
+    )
     labels = []
     for cell in nb["cells"]:
         if cell["cell_type"] == "markdown":
-            labels += re.findall(r"\{exercise(?:-start)?\}[^\n]*\n:label: "
-                                 r"(\S+)", "".join(cell["source"]))
+            labels += re.findall(
+                r"\{exercise(?:-start)?\}[^\n]*\n:label: "
+                r"(\S+)",
+                "".join(cell["source"]),
+            )
     assert len(labels) >= 5
     for k, label in enumerate(labels, start=1):
         exercise = ex.EXERCISES.get(f"{chapter}.{k}")
         if exercise is not None:
             assert exercise.label == label, (chapter, k, label)
-    coding = [e for e in ex.EXERCISES.values() if e.id.split(".")[0] ==
-              chapter]
+    coding = [
+        e for e in ex.EXERCISES.values() if e.id.split(".")[0] == chapter
+    ]
     assert len(coding) >= 3
     assert {e.label for e in coding} <= set(labels)
