@@ -1,0 +1,41 @@
+"""Exercise numbers as the checks call them: "2.3" in a chapter, "A.1" in
+appendix A, on the website and in the PDF alike.
+
+sphinx-exercise numbers exercises with Sphinx's figure numbers. Two things
+make those differ from the ids that ``llmbook.exercises.check`` uses:
+
+- the appendices are not numbered, so their exercises would be plain 1, 2,
+  ...; here they get the appendix's letter (the first letter of the file
+  name, ``A_backprop``), as in ``check("A.1", ...)``;
+- for the PDF, sphinx-jupyterbook-latex sets ``numfig_secnum_depth = 2``
+  (for chapter-numbered equations), which makes exercise 1 of chapter 2's
+  twelfth section "2.12.1"; every exercise sits in its chapter's one
+  Exercises section, so chapter and position are enough: "2.1".
+"""
+
+import re
+
+from sphinx.builders.latex import LaTeXBuilder
+
+APPENDIX = re.compile(r"(?:^|/)([A-Z])_[^/]*$")
+
+
+def _renumber(app, env):
+    latex = isinstance(app.builder, LaTeXBuilder)
+    for docname, numbers in env.toc_fignumbers.items():
+        exercises = numbers.get("exercise")
+        if not exercises:
+            continue
+        appendix = APPENDIX.search(docname)
+        for label, number in exercises.items():
+            if appendix and len(number) == 1:
+                exercises[label] = (appendix.group(1), number[0])
+            elif latex and len(number) == 3:
+                exercises[label] = (number[0], number[2])
+    return []
+
+
+def setup(app):
+    # after Sphinx's toctree collector has assigned the numbers (priority 500)
+    app.connect("env-get-updated", _renumber, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
