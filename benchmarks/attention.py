@@ -60,7 +60,8 @@ def print_table(title: str, results: dict, reference: str) -> None:
     ref_out = results[reference][1]
     for name, (seconds, out) in results.items():
         diff = (out - ref_out).abs().max().item()
-        print(f"{name:<24}{seconds * 1e3:>12.2f}{seconds / base:>9.2f}{diff:>13.2e}")
+        print(f"{name:<24}{seconds * 1e3:>12.2f}"
+              f"{seconds / base:>9.2f}{diff:>13.2e}")
 
 
 def main() -> None:
@@ -82,7 +83,7 @@ def main() -> None:
           f"B={B} T={T} C={config.n_embd} n_head={config.n_head}, fp32, "
           f"forward + backward, median of {args.repeats}")
 
-    # -- one attention layer ------------------------------------------------------
+    # -- one attention layer --------------------------------------------------
     ours = CausalSelfAttention(config)
     x = torch.randn(B, T, config.n_embd)
     mask = torch.full((T, T), float("-inf")).triu(1).view(1, 1, T, T)  # additive
@@ -111,7 +112,7 @@ def main() -> None:
     print_table("one attention layer (B, T, C) -> (B, T, C)",
                 time_contenders(contenders, args.repeats), "ours, SDPA")
 
-    # -- a whole model: a training step's forward + backward ------------------------
+    # -- a whole model: a training step's forward + backward ------------------
     contenders = {}
     idx = torch.randint(0, config.vocab_size, (B, T))
     targets = torch.randint(0, config.vocab_size, (B, T))

@@ -1,5 +1,5 @@
-"""The tokenizer benchmark; its code is llmbook/bench_tokenizer.py, inside the package
-so that the chapters can run it from an installed wheel too.
+"""The tokenizer benchmark; its code is llmbook/bench_tokenizer.py, inside
+the package so that the chapters can run it from an installed wheel too.
 
     python benchmarks/tokenizer.py --help
 """

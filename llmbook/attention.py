@@ -103,16 +103,13 @@ def causal_attention(
     scale = 1.0 / math.sqrt(q.size(-1))  # keeps score variance ~1 (chapter)
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, nh, T_q, T_k)
     if allowed is not None:
-        scores = scores.masked_fill(
-            ~allowed, float("-inf")
-        )  # (B, nh, T_q, T_k)
+        scores = scores.masked_fill(~allowed, float("-inf"))  # same shape
     weights = torch.softmax(scores, dim=-1)  # (B, nh, T_q, T_k), rows sum to 1
     if mask is not None:  # rows with no allowed key are NaN: make them zero
         weights = weights.masked_fill(~allowed.any(-1, keepdim=True), 0.0)
     weights = F.dropout(weights, p=dropout_p, training=training)  # same shape
-    return (
-        weights @ v
-    )  # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+    # (B, nh, T_q, T_k) @ (B, nh, T_k, hs) -> (B, nh, T_q, hs)
+    return weights @ v
 
 
 def fused_causal_attention(
@@ -211,16 +208,12 @@ def apply_rope(
                 f"{offset}..{offset + t - 1} were asked for; precompute "
                 "longer tables"
             )
-        cos = cos[offset : offset + t].to(
-            x.dtype
-        )  # (T, hs/2), broadcasts over heads
-        sin = sin[offset : offset + t].to(x.dtype)  # (T, hs/2)
-    x1, x2 = x.chunk(
-        2, dim=-1
-    )  # (..., T, hs/2) each: the two halves of a pair
-    return torch.cat(
-        (x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1
-    )  # (.., T, hs)
+        # (T, hs/2) each, broadcast over heads
+        cos = cos[offset : offset + t].to(x.dtype)
+        sin = sin[offset : offset + t].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)  # (..., T, hs/2) each: the halves of pairs
+    rotated = (x1 * cos - x2 * sin, x2 * cos + x1 * sin)
+    return torch.cat(rotated, dim=-1)  # (..., T, hs)
 
 
 def _rope_at(cos, sin, positions: torch.Tensor, t: int):
@@ -368,13 +361,9 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q = apply_rope(q, *rope, offset=offset, positions=positions)
             k = apply_rope(k, *rope, offset=offset, positions=positions)
-        if kv_cache is not None:
-            k, v = kv_cache.update(
-                self.layer_idx, k, v
-            )  # (B, nh, offset+T, hs)
+        if kv_cache is not None:  # k, v: (B, nh, offset + T, hs)
+            k, v = kv_cache.update(self.layer_idx, k, v)
         attend = fused_causal_attention if self.fast else causal_attention
-        y = attend(
-            q, k, v, self.dropout, self.training, mask
-        )  # (B, nh, T, hs)
+        y = attend(q, k, v, self.dropout, self.training, mask)  # like q
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, nh, hs) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))  # (B, T, C)

@@ -70,7 +70,7 @@ def train_table(complete_sizes=(False, True), vocab_size=4096, repeats=3):
         mb = path.stat().st_size / 1e6
         ours, hf = [], []
         for _ in range(repeats):
-            ours.append(_time(lambda: train_bpe(path, vocab_size, [EOT])))
+            ours.append(_time(lambda p=path: train_bpe(p, vocab_size, [EOT])))
             hf.append(hf_train_seconds(path, vocab_size))
         name = "42 texts" if complete else "9 plays"
         rows.append((name, mb, statistics.median(ours), statistics.median(hf)))
@@ -115,7 +115,7 @@ def encode_table(text: str, book: Tokenizer, repeats: int = 5):
     seconds = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            seconds[name].append(_time(lambda: fn(text)))
+            seconds[name].append(_time(lambda f=fn: f(text)))
     speed = {n: mb / statistics.median(s) for n, s in seconds.items()}
     ref = speed["tiktoken gpt2"]
     vocab = {n: 50257 if "GPT-2" in n or "gpt2" in n else book.vocab_size
@@ -134,7 +134,8 @@ def check_agreement(text: str, book: Tokenizer) -> None:
 
 
 def print_train_table(rows) -> None:
-    print(f"{'corpus':10s} {'MB':>5s} {'llmbook (s)':>12s} {'HF tokenizers (s)':>18s}")
+    print(f"{'corpus':10s} {'MB':>5s} {'llmbook (s)':>12s} "
+          f"{'HF tokenizers (s)':>18s}")
     for name, mb, ours, hf in rows:
         print(f"{name:10s} {mb:5.2f} {ours:12.2f} {hf:18.2f}")
 

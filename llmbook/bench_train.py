@@ -23,9 +23,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from llmbook.model import GPT, GPTConfig
 from llmbook.loop import TrainConfig
 from llmbook.loss import LanguageModelLoss
+from llmbook.model import GPT, GPTConfig
 from llmbook.optim import AdamW, param_groups
 
 SHAPE = dict(vocab_size=50257, block_size=128, n_layer=4, n_head=4, n_embd=256)
@@ -156,9 +156,11 @@ def main() -> None:
     for threads in args.threads:
         r = run(threads, args.steps, args.repeats)
         m = r["med"]
-        print(f"\n== {threads} thread(s); fp32 matmul peak {r['peak']:.0f} GFLOP/s")
+        print(f"\n== {threads} thread(s); fp32 matmul peak "
+              f"{r['peak']:.0f} GFLOP/s")
         print(f"{'contender':34s} {'tokens/s':>10s} {'MFU':>6s}")
-        print(f"{'ours: GPT + our AdamW':34s} {m['ours']:10.0f} {r['mfu_ours']:6.1%}")
+        print(f"{'ours: GPT + our AdamW':34s} {m['ours']:10.0f} "
+              f"{r['mfu_ours']:6.1%}")
         print(f"{'HF GPT2LMHeadModel + torch AdamW':34s} {m['hf']:10.0f} "
               f"{r['mfu_hf']:6.1%}")
         print(f"ratio ours / HF: {m['ours'] / m['hf']:.2f}x (goal >= 1.2x)")
@@ -168,7 +170,8 @@ def main() -> None:
         print(f"  rounds ours: {[round(v) for v in r['rounds']['ours']]}")
         print(f"  rounds HF:   {[round(v) for v in r['rounds']['hf']]}")
         print(f"book model ({r['book_params'] / 1e6:.2f} M params, "
-              f"{r['book_fpt'] / 1e6:.1f} MFLOP/token): {m['book']:.0f} tokens/s, "
+              f"{r['book_fpt'] / 1e6:.1f} MFLOP/token): "
+              f"{m['book']:.0f} tokens/s, "
               f"{r['book_steps_per_s']:.2f} steps/s, MFU {r['mfu_book']:.1%} "
               "(goal >= 50%)")
 

@@ -540,9 +540,8 @@ def train(
                     meta=meta,
                 )
             last_good = ckpt_path
-        t_last = (
-            time.perf_counter()
-        )  # evaluation, samples and saving not timed
+        # evaluation, samples and saving are not timed
+        t_last = time.perf_counter()
     bar.close()
 
     val_loss = evaluate(model, val_ids, cfg.block_size, device)

@@ -379,10 +379,8 @@ class GPT(nn.Module):
         )
         x = self.wte(idx)  # (B, T, C)
         if self.wpe is not None:
-            if pos is None:
-                pos = torch.arange(
-                    offset, offset + T, device=idx.device
-                )  # (T,)
+            if pos is None:  # (T,)
+                pos = torch.arange(offset, offset + T, device=idx.device)
             x = x + self.wpe(pos)  # (B, T, C) + (T, C) or (B, T, C)
             rope, pos = None, None
         else:
@@ -418,15 +416,12 @@ class GPT(nn.Module):
                 if position_ids is None:  # count each row's real tokens
                     position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
                     position_ids = position_ids[:, -T:]  # (B, T)
-                mask = mask[
-                    :, None, None, :
-                ]  # (B, 1, 1, T_k): every query, head
+                # (B, 1, 1, T_k): the same for every head and query
+                mask = mask[:, None, None, :]
             elif mask.dim() in (3, 4):
                 mask = mask[:, None] if mask.dim() == 3 else mask
-                if tuple(mask.shape[-2:]) != (T, t_k) or mask.size(0) not in (
-                    1,
-                    B,
-                ):
+                fits = mask.size(0) in (1, B)
+                if tuple(mask.shape[-2:]) != (T, t_k) or not fits:
                     raise ValueError(
                         "an attention mask is (B, [nh,] T, T_k) = "
                         f"({B}, .., {T}, {t_k}); got "

@@ -135,9 +135,8 @@ def clip_grad_norm(parameters, max_norm: float = 1.0) -> torch.Tensor:
     if not grads:
         return torch.tensor(0.0)
     norms = torch._foreach_norm(grads)  # one norm per tensor
-    total = torch.linalg.vector_norm(
-        torch.stack(norms)
-    )  # sqrt(sum of squares)
+    # sqrt(sum of squares): the norm of all gradients as one vector
+    total = torch.linalg.vector_norm(torch.stack(norms))
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
     torch._foreach_mul_(grads, coef)
     return total

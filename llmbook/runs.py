@@ -169,8 +169,9 @@ def check_run(result: TrainResult, band: dict | None = None) -> RunCheck:
     final, final_tol = band["final_val_loss"], band["final_val_loss_tolerance"]
     if not outside:
         return RunCheck(True, (
-            f"normal: the validation loss is inside the expected band at all "
-            f"{len(checks) - 1} evaluations and at the end (expected there: "
+            "normal: the validation loss is inside the expected band at "
+            f"all {len(checks) - 1} evaluations and at the end (expected "
+            "there: "
             f"{final:.2f} +- {final_tol:.2f} nats per token)"))
     where = ", ".join(f"step {s}: {g:.2f} (expected {w:.2f} +- {t:.2f})"
                       for s, g, w, t in outside[:4])

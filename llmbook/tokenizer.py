@@ -271,8 +271,8 @@ class Tokenizer:
         missing = [b for b in range(256) if bytes([b]) not in ids_of]
         if missing:
             raise ValueError(
-                f"vocab lacks single-byte tokens {missing[:5]}...; a byte-level "
-                "vocabulary needs all 256 bytes"
+                f"vocab lacks single-byte tokens {missing[:5]}...; a "
+                "byte-level vocabulary needs all 256 bytes"
             )
         self._byte_ids = [ids_of[bytes([b])] for b in range(256)]
         # (left id, right id) -> (rank, merged id)
@@ -381,7 +381,7 @@ class Tokenizer:
         # run would change when more text comes) and which is far enough
         # from the end that more text cannot change it ('l -> 'll).
         spans = [m.span() for m in regex.finditer(self.pattern, buf, pos=start)]
-        for (s0, e0), (s1, _) in zip(spans[-3::-1], spans[-2::-1]):
+        for (_, e0), (s1, _) in zip(spans[-3::-1], spans[-2::-1]):
             if s1 + 3 < limit and not buf[e0 - 1].isspace():
                 return s1
         return start
@@ -462,7 +462,8 @@ class Tokenizer:
 
     @classmethod
     def from_gpt2(cls) -> Tokenizer:
-        """GPT-2's tokenizer, from its ranks in the data directory (offline)."""
+        """GPT-2's tokenizer, from its ranks in the data directory
+        (offline)."""
         vocab, merges = _gpt2_vocab_and_merges()
         return cls(vocab, merges, special_tokens=[EOT])
 
@@ -535,7 +536,8 @@ def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Toke
 
     if profile not in BOOK_VOCAB_SIZES:
         raise ValueError(
-            f"unknown profile {profile!r}; use one of {sorted(BOOK_VOCAB_SIZES)}"
+            f"unknown profile {profile!r}; use one of "
+            f"{sorted(BOOK_VOCAB_SIZES)}"
         )
     size = vocab_size or BOOK_VOCAB_SIZES[profile]
     path = data_dir() / "tokenizers" / f"shakespeare-bpe-{size}.json"

@@ -389,9 +389,7 @@ def test_rope_at_positions_equals_rope_at_offsets():
     cos, sin = precompute_rope(8, 16)
     x = torch.randn(3, 2, 5, 8)  # (B, nh, T, hs)
     offsets = [0, 4, 11]
-    positions = torch.stack(
-        [torch.arange(o, o + 5) for o in offsets]
-    )  # (B, T)
+    positions = torch.stack([torch.arange(o, o + 5) for o in offsets])
     rows = apply_rope(x, cos, sin, positions=positions)
     for b, o in enumerate(offsets):
         assert torch.equal(rows[b], apply_rope(x[b], cos, sin, offset=o))

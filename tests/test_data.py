@@ -72,7 +72,8 @@ def test_tiktoken_gpt2_works_offline(fetched):
     code = (
         "from llmbook import data; data.use_local_tiktoken();"
         "import tiktoken;"
-        "print(tiktoken.get_encoding('gpt2').encode('Hello, I am building an LLM.'))"
+        "print(tiktoken.get_encoding('gpt2')"
+        ".encode('Hello, I am building an LLM.'))"
     )
     env = dict(os.environ, **{data.DATA_DIR_ENV: str(fetched)})
     env.pop("TIKTOKEN_CACHE_DIR", None)

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import trained_outputs as TO
 
 ROOT = Path(__file__).resolve().parent.parent

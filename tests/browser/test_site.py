@@ -84,7 +84,7 @@ def source_has_math(page):
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ids_in(path):
     """Every id (and old-style name anchor) that an HTML file defines."""
     html = path.read_text(encoding="utf-8", errors="replace")
