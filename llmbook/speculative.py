@@ -1,0 +1,385 @@
+"""Speculative decoding: a small model guesses, the large one checks.
+
+A decoding step of a large model costs about as much for 1 token as for 5:
+it is bound by reading the weights, not by arithmetic. Speculative decoding
+(Leviathan et al. 2023; Chen et al. 2023) uses that. A small *draft* model
+proposes k tokens, one at a time (cheap steps); the *target* model then
+scores all k in one pass, and keeps the longest prefix it agrees with, plus
+one token of its own. Every round emits between 1 and k + 1 tokens for one
+target pass.
+
+What "agrees" means decides what comes out:
+
+- **greedy**: a draft token is kept when it is the target's argmax; the
+  first one that is not is replaced by the target's argmax. The output is
+  the target's own greedy output, token for token.
+- **sampling**: draft token x, drawn from the draft's distribution q, is
+  kept with probability min(1, p(x) / q(x)), p the target's. At the first
+  rejection, the replacement is drawn from the residual
+  norm(max(0, p - q)); if all k are kept, a bonus token is drawn from the
+  target's next distribution. Kept or replaced, every token is then
+  distributed exactly as the target alone would sample it (the proof is
+  three lines, in the chapter); the tests check it statistically.
+
+Temperature, top-k and top-p reshape p and q the same way before the rule
+(they define the distribution being sampled). Batch 1 only: rows would
+accept different numbers of tokens.
+
+The draft here is a model of the book's kind, trained by the book's loop on
+the same text with the same tokenizer, only smaller: ``draft_checkpoint``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from llmbook.data import data_dir, shakespeare_path
+from llmbook.decode import Decoder, _check_sampling, pad_left
+from llmbook.generate import apply_temperature, top_k_filter, top_p_filter
+from llmbook.model import GPT
+from llmbook.train import TRAIN_PRESETS, TrainConfig, train
+
+__all__ = [
+    "probabilities",
+    "speculative_accept",
+    "greedy_accept",
+    "SpeculativeDecoder",
+    "SpeculativeStats",
+    "DRAFT_PRESETS",
+    "draft_config",
+    "draft_checkpoint",
+]
+
+
+def probabilities(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Tensor:
+    """The distribution ``llmbook.generate.sample_next`` samples from:
+    logits (..., V) -> float32 probabilities (..., V), temperature > 0."""
+    logits = apply_temperature(logits, temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return F.softmax(logits.float(), dim=-1)
+
+
+def _check_rule_shapes(draft_tokens: Tensor, p: Tensor, q: Tensor | None):
+    if draft_tokens.dim() != 2:
+        raise ValueError(
+            f"draft_tokens must be (B, k), got {tuple(draft_tokens.shape)}"
+        )
+    B, k = draft_tokens.shape
+    if p.dim() != 3 or p.shape[:2] != (B, k + 1):
+        raise ValueError(
+            f"the target's scores must be (B, k + 1, V) = "
+            f"({B}, {k + 1}, V), got {tuple(p.shape)}"
+        )
+    if q is not None and q.shape != (B, k, p.size(-1)):
+        raise ValueError(
+            f"q must be (B, k, V) = ({B}, {k}, {p.size(-1)}), "
+            f"got {tuple(q.shape)}"
+        )
+
+
+def greedy_accept(
+    draft_tokens: Tensor, target_logits: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The greedy rule. draft_tokens (B, k); target_logits (B, k + 1, V),
+    row i scoring the token after draft token i (row 0: after the last
+    accepted token). Returns (n_accepted (B,), next_token (B,)): the draft's
+    first n_accepted tokens are kept, then next_token (the target's argmax
+    at the first disagreement, or after all k)."""
+    _check_rule_shapes(draft_tokens, target_logits, None)
+    best = target_logits.argmax(dim=-1)  # (B, k + 1)
+    agree = best[:, :-1] == draft_tokens  # (B, k)
+    n_acc = agree.long().cumprod(dim=-1).sum(dim=-1)  # (B,) leading agreement
+    return n_acc, best.gather(1, n_acc[:, None]).squeeze(1)
+
+
+def speculative_accept(
+    draft_tokens: Tensor,
+    q: Tensor,
+    p: Tensor,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The sampling rule that keeps the target's distribution.
+
+    draft_tokens (B, k), drawn from q (B, k, V), the draft's probabilities;
+    p (B, k + 1, V), the target's, row i for the token after draft token i.
+    Returns (n_accepted (B,), next_token (B,)): token i is kept while
+    u_i < p_i(x_i) / q_i(x_i), u_i uniform in [0, 1); next_token is drawn
+    from norm(max(0, p_j - q_j)) at the first rejection j, or from p_k when
+    all k are kept.
+    """
+    _check_rule_shapes(draft_tokens, p, q)
+    B, k = draft_tokens.shape
+    x = draft_tokens[..., None]  # (B, k, 1)
+    p_x = p[:, :k].gather(-1, x).squeeze(-1)  # (B, k): target prob of x
+    q_x = q.gather(-1, x).squeeze(-1)  # (B, k): draft prob of x (> 0)
+    u = torch.rand(B, k, generator=generator, device=p.device)
+    keep = u * q_x < p_x  # (B, k): with probability min(1, p/q)
+    n_acc = keep.long().cumprod(dim=-1).sum(dim=-1)  # (B,)
+    rows = torch.arange(B, device=p.device)
+    p_j = p[rows, n_acc]  # (B, V): the target at the first rejection (or k)
+    q_j = torch.cat([q, torch.zeros_like(q[:, :1])], dim=1)[rows, n_acc]
+    residual = (p_j - q_j).clamp_min(0)  # (B, V); = p_k when all were kept
+    mass = residual.sum(dim=-1, keepdim=True)  # (B, 1)
+    # mass 0 means p = q there, where rejection has probability 0; guard
+    # against rounding anyway
+    residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), p_j)
+    nxt = torch.multinomial(residual, 1, generator=generator).squeeze(-1)
+    return n_acc, nxt
+
+
+@dataclass
+class SpeculativeStats:
+    """What a speculative run did: ``rounds`` target passes (after the
+    prompt's), ``proposed`` draft tokens, ``accepted`` of them, and
+    ``emitted`` tokens in all."""
+
+    rounds: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    emitted: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+    @property
+    def tokens_per_round(self) -> float:
+        return self.emitted / self.rounds if self.rounds else 0.0
+
+
+class SpeculativeDecoder:
+    """Speculative generation with a target and a draft ``GPT`` sharing a
+    vocabulary (and, to be useful, a tokenizer). ``k``: draft tokens per
+    round. Both models run on static caches (``llmbook.decode.Decoder``,
+    ``max_len`` slots, compiled steps with ``compile=True``). After
+    ``generate``, ``stats`` holds the run's ``SpeculativeStats``."""
+
+    def __init__(
+        self,
+        target: GPT,
+        draft: GPT,
+        k: int = 4,
+        max_len: int | None = None,
+        compile: bool = False,
+    ):
+        if not isinstance(target, GPT) or not isinstance(draft, GPT):
+            raise TypeError("target and draft must both be GPT models")
+        if target.config.vocab_size != draft.config.vocab_size:
+            raise ValueError(
+                f"the draft's vocabulary ({draft.config.vocab_size}) differs "
+                f"from the target's ({target.config.vocab_size}): they must "
+                "share a tokenizer"
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(
+                f"k (draft tokens per round) must be an int >= 1, got {k!r}"
+            )
+        if max_len is None:
+            max_len = min(target.config.block_size, draft.config.block_size)
+        self.target = Decoder(target, max_len, compile)
+        self.draft = Decoder(draft, max_len, compile)
+        self.k = k
+        self.stats = SpeculativeStats()
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        stop_ids: Iterable[int] = (),
+        seed: int | None = None,
+    ) -> list[int]:
+        """Up to ``max_new_tokens`` new tokens after one prompt (a list of
+        ints or a 1-D tensor); the arguments mean what they mean in
+        ``llmbook.generate.generate``. Greedy (``temperature=0``) gives the
+        target's greedy output; sampling gives tokens distributed as the
+        target's (not the same tokens as ``generate`` with the same seed:
+        the random numbers are used differently)."""
+        if (
+            isinstance(max_new_tokens, bool)
+            or not isinstance(max_new_tokens, int)
+            or max_new_tokens < 0
+        ):
+            raise ValueError(
+                f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
+            )
+        _check_sampling(temperature, top_k, top_p)
+        vocab = self.target.model.config.vocab_size
+        idx, pad, batched = pad_left(prompt, vocab)
+        if batched:
+            raise ValueError(
+                "speculative decoding here takes one prompt "
+                "(batch 1): rows would accept different numbers "
+                "of tokens"
+            )
+        stops = {
+            int(s)
+            for s in ((stop_ids,) if isinstance(stop_ids, int) else stop_ids)
+        }
+        T, k = idx.size(1), self.k
+        need = T + max_new_tokens + k
+        if need > self.target.max_len:
+            raise ValueError(
+                f"a {T}-token prompt, {max_new_tokens} new tokens and k={k} "
+                f"need {need} cache slots; max_len is {self.target.max_len}"
+            )
+        self.stats = stats = SpeculativeStats()
+        if max_new_tokens == 0:
+            return []
+        dev = self.target._ref.device
+        idx, pad = idx.to(dev), pad.to(dev)
+        gen = None
+        if seed is not None:
+            gen = torch.Generator(device=dev).manual_seed(int(seed))
+        greedy = temperature == 0
+
+        def pick(logits):  # (1, V) -> token (1,) and its distribution
+            if greedy:
+                return logits.argmax(dim=-1), None
+            probs = probabilities(logits, temperature, top_k, top_p)
+            return torch.multinomial(probs, 1, generator=gen)[:, 0], probs
+
+        self.draft.prefill(idx, pad)
+        cur, _ = pick(self.target.prefill(idx, pad))  # (1,): first token
+        out = [int(cur)]
+        slot = torch.full((1,), T, dtype=torch.long, device=dev)
+        while len(out) < max_new_tokens and not stops.intersection(out):
+            # the draft proposes k tokens, one step each, starting at cur
+            tokens, q = [cur], []
+            for i in range(k):
+                logits = self.draft.step(tokens[-1][:, None], slot + i, pad)
+                d, probs = pick(logits[:, -1])
+                tokens.append(d)
+                q.append(probs)
+            proposal = torch.stack(tokens, dim=1)  # (1, k + 1): cur + drafts
+            # the target scores cur and the k drafts in one pass
+            logits = self.target.step(proposal, slot, pad)  # (1, k + 1, V)
+            if greedy:
+                n_acc, nxt = greedy_accept(proposal[:, 1:], logits)
+            else:
+                p = probabilities(logits, temperature, top_k, top_p)
+                n_acc, nxt = speculative_accept(
+                    proposal[:, 1:], torch.stack(q, dim=1), p, gen
+                )
+            n = int(n_acc)
+            if n == k:  # the draft never saw its own last token: feed it
+                self.draft.step(proposal[:, k:], slot + k, pad)
+            out += proposal[0, 1 : n + 1].tolist() + [int(nxt)]
+            stats.rounds += 1
+            stats.proposed += k
+            stats.accepted += n
+            cur = nxt
+            slot += n + 1  # the slot of cur, whose keys no cache has yet
+        out = out[:max_new_tokens]
+        for i, t in enumerate(out):
+            if t in stops:
+                out = out[: i + 1]
+                break
+        stats.emitted = len(out)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# The draft model: the book's model, smaller, trained the same way
+
+DRAFT_PRESETS: dict[str, dict] = {
+    # same tokenizer and data as the target of the same profile
+    "smoke": dict(
+        TRAIN_PRESETS["smoke"],
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        max_steps=20,
+        sample_interval=0,
+    ),
+    "book": dict(
+        TRAIN_PRESETS["book"],
+        n_layer=1,
+        n_head=2,
+        n_embd=128,
+        max_steps=600,
+        sample_interval=0,
+        checkpoint_interval=200,
+    ),
+    "gpu": dict(
+        TRAIN_PRESETS["gpu"],
+        n_layer=2,
+        n_head=4,
+        n_embd=256,
+        sample_interval=0,
+    ),
+}
+
+
+def draft_config(profile: str = "book") -> TrainConfig:
+    """The draft's TrainConfig for ``profile``: the target's settings (same
+    tokenizer, data, batches, schedule) with a smaller model."""
+    if profile not in DRAFT_PRESETS:
+        raise ValueError(
+            f"unknown profile {profile!r}; choose one of {list(DRAFT_PRESETS)}"
+        )
+    out = data_dir() / "checkpoints" / f"draft-{profile}"
+    return TrainConfig(**{**DRAFT_PRESETS[profile], "out_dir": str(out)})
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def draft_checkpoint(profile: str = "book", progress: bool = False) -> Path:
+    """The path of the draft model for ``profile``, trained (by
+    ``llmbook.train.train``, deterministically) the first time and cached in
+    ``data_dir()/checkpoints/draft-<profile>/ckpt.pt``."""
+    cfg = draft_config(profile)
+    path = Path(cfg.out_dir) / "ckpt.pt"
+    want = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("out_dir", "device")
+    }
+    with _locked(Path(cfg.out_dir)):
+        if path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            saved = state.get("train_config") or {}
+            same = all(saved.get(k) == v for k, v in want.items())
+            if same and state.get("step") == cfg.max_steps:
+                return path
+            if not same:
+                path.unlink()
+        train(
+            cfg,
+            shakespeare_path(),
+            resume=True,
+            progress=progress,
+            log=lambda *a: None,
+        )
+    return path
