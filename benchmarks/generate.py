@@ -1,26 +1,52 @@
-"""Generation speed: our GPT with and without the KV cache, and Hugging Face
-``transformers``' ``GPT2LMHeadModel.generate``, on the same weights.
+"""Generation speed against Hugging Face ``generate`` and against the
+memory-bandwidth roofline, in one run.
 
-    python benchmarks/generate.py [--new-tokens 256] [--prompt-tokens 32]
-                                  [--repeats 3] [--no-cache-repeats N]
-                                  [--threads N]
+    python benchmarks/generate.py [--new-tokens 128] [--prompt-tokens 32]
+        [--repeats 3] [--threads N] [--batches 1 4 16] [--no-compile]
+        [--no-cache-repeats 0] [--no-quality] [--no-profile]
 
 GPT-2 small's shape (124M parameters) with random weights (no download): a
 ``GPT2LMHeadModel(GPT2Config())`` is built locally and its weights are loaded
-into ours with ``GPT.from_hf_gpt2``. Greedy decoding, batch 1, CPU. The
-contenders alternate within each repeat; medians are reported (the machine
-is shared, so single runs are noisy). The three greedy outputs are compared
-token for token. ``--no-cache-repeats 1`` runs the slow contender (minutes
-at 256 tokens on 2 cores) only in the first repeat.
+into ours with ``GPT.from_hf_gpt2``. CPU, greedy. In one process:
+
+1. the memory bandwidth: a 256 MiB copy (bytes read + written) and an fp32
+   matrix-vector product (8192 x 8192, matrix bytes), and the kernels that
+   can compute a bf16 or int8 product, on the same matrix;
+2. batch 1: Hugging Face ``generate`` (fp32, its KV cache), our
+   ``llmbook.generate`` and ``llmbook.decode.Decoder`` (static cache) in
+   fp32, bf16 and int8 weights, eager and ``torch.compile``-d (compile time
+   reported apart). Contenders alternate within each repeat; medians. Each
+   one's greedy tokens are compared with Hugging Face's, and its speed with
+   the roofline: weight bytes read per token x tokens/s over the bandwidth;
+3. the quality cost of each precision on the book's trained model (if its
+   checkpoint is cached): validation loss and greedy agreement with fp32;
+4. batches of 1, 4, 16 prompts of different lengths (left-padded), ours
+   against Hugging Face's batched ``generate``;
+5. a torch.profiler table of one decoding step of the fastest path: what
+   the time goes to.
+
+The machine may be shared: the load average is printed; single runs are
+noisy, ratios within one run less so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
 import torch
+
+from llmbook.decode import Decoder, measure_bandwidth
+from llmbook.generate import generate
+from llmbook.quantize import (
+    model_bytes,
+    quantize_int8,
+    quantize_per_channel,
+    to_bfloat16,
+    weight_bytes,
+)
 
 
 def build(seed: int = 0):
@@ -34,87 +60,356 @@ def build(seed: int = 0):
     return ours, hf
 
 
-def contenders(ours, hf, prompt: torch.Tensor, n: int):
-    """name -> function generating n tokens greedily after prompt (1, T)."""
-    from llmbook.generate import generate
+def hf_generate(hf, prompts: list[list[int]], n: int):
+    """Hugging Face greedy generate, left-padded batch -> (B, n) tensor."""
+    width = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+    )
+    with torch.inference_mode():
+        out = hf.generate(
+            ids,
+            attention_mask=mask,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
+    return out[:, width:]
 
-    ids = prompt[0].tolist()
-    mask = torch.ones_like(prompt)
 
-    def hf_generate():
-        with torch.inference_mode():
-            out = hf.generate(
-                prompt, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                do_sample=False, use_cache=True, pad_token_id=0,
-            )
-        return out[0, prompt.size(1):].tolist()
+def median_time(f, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
-    return {
-        "ours, KV cache": lambda: generate(ours, ids, n, temperature=0),
-        "ours, no cache": lambda: generate(
-            ours, ids, n, temperature=0, use_cache=False
+
+def kernel_table(n: int = 8192, repeats: int = 10) -> list[tuple[str, float]]:
+    """GB/s of the weight bytes for each way to compute x @ W^T at M = 1."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    w = torch.randn(n, n)
+    q, scale = quantize_per_channel(w)
+    x = torch.randn(1, n)
+    xb, wb = x.bfloat16(), w.bfloat16()
+    rows = [
+        ("fp32  F.linear (MKL sgemv)", lambda: F.linear(x, w), 4),
+        ("bf16  F.linear (oneDNN/MKL)", lambda: F.linear(xb, wb), 2),
+        (
+            "int8  _weight_int8pack_mm, bf16 x",
+            lambda: torch.ops.aten._weight_int8pack_mm(
+                xb, q, scale.bfloat16()
+            ),
+            1,
         ),
-        "transformers generate": hf_generate,
-    }
+        (
+            "int8  _weight_int8pack_mm, fp32 x",
+            lambda: torch.ops.aten._weight_int8pack_mm(x, q, scale),
+            1,
+        ),
+        (
+            "int8  dequantize, then fp32 F.linear",
+            lambda: F.linear(x, q.float()) * scale,
+            1,
+        ),
+    ]
+    out = []
+    with torch.inference_mode():
+        for name, f, nbytes in rows:
+            f()
+            reps = repeats if nbytes > 1 or "pack" in name else 3
+            t = median_time(f, reps)
+            out.append((name, w.numel() * nbytes / t / 1e9))
+    return out
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-cache-repeats", type=int, default=None,
-                        help="repeats of the slow no-cache run (default: all)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument(
+        "--no-cache-repeats",
+        type=int,
+        default=0,
+        help="repeats of llmbook.generate without its KV cache (slow)",
+    )
+    parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args(argv)
-    if args.no_cache_repeats is None:
-        args.no_cache_repeats = args.repeats
     if args.threads:
         torch.set_num_threads(args.threads)
     import transformers
 
-    n = args.new_tokens
+    n, t_prompt = args.new_tokens, args.prompt_tokens
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, load average {load:.1f} "
+        f"on {os.cpu_count()} cores at the start"
+    )
+
+    # -- 1. bandwidth and kernels ---------------------------------------------
+    bw = measure_bandwidth()
+    print(
+        f"\nmemory bandwidth: copy {bw['copy']:.1f} GB/s (read + write), "
+        f"fp32 matrix-vector {bw['matvec']:.1f} GB/s (8192 x 8192)"
+    )
+    print("x @ W^T at M = 1, 8192 x 8192, GB/s of the weight bytes:")
+    for name, gbs in kernel_table():
+        print(f"  {name:38s} {gbs:6.1f}")
+
+    # -- 2. batch 1 -----------------------------------------------------------
     ours, hf = build()
     torch.manual_seed(1)
-    prompt = torch.randint(0, 50257, (1, args.prompt_tokens))  # (1, T)
-    runs = contenders(ours, hf, prompt, n)
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"{torch.get_num_threads()} threads; GPT-2 small shape "
-          f"({ours.num_parameters() / 1e6:.1f}M parameters), random weights")
-    print(f"greedy, batch 1, {args.prompt_tokens}-token prompt, {n} new tokens, "
-          f"{args.repeats} alternating repeats, medians\n")
+    prompt = torch.randint(0, 50257, (t_prompt,)).tolist()
+    max_len = t_prompt + n
+    bf16 = to_bfloat16(ours)
+    int8_bf16 = quantize_int8(bf16)  # int8 weights, bf16 activations
+    int8_fp32 = quantize_int8(ours, kernel="dequant")  # fp32 activations
+    models = {
+        "fp32": ours,
+        "bf16": bf16,
+        "int8+bf16": int8_bf16,
+        "int8+fp32": int8_fp32,
+    }
+    decoders = {}
+    for prec in ("fp32", "bf16", "int8+bf16"):
+        decoders[f"decode {prec}"] = Decoder(models[prec], max_len)
+    compile_s = {}
+    if not args.no_compile:
+        for prec in ("fp32", "bf16", "int8+bf16", "int8+fp32"):
+            name = f"decode {prec}, compiled"
+            decoders[name] = Decoder(models[prec], max_len, compile=True)
+            compile_s[name] = decoders[name].warmup(1)
+            print(f"compiling {name}: {compile_s[name]:.1f} s", flush=True)
+    precision = {name: name.split()[1].rstrip(",") for name in decoders}
 
-    for f in contenders(ours, hf, prompt, 4).values():
-        f()  # warm-up: first-call allocations, lazy initialisation
+    runs = {
+        "HF generate fp32": lambda: hf_generate(hf, [prompt], n)[0].tolist()
+    }
+    runs["llmbook.generate fp32"] = lambda: generate(
+        ours, prompt, n, temperature=0
+    )
+    if args.no_cache_repeats:
+        runs["llmbook.generate, no cache"] = lambda: generate(
+            ours, prompt, n, temperature=0, use_cache=False
+        )
+    for name, dec in decoders.items():
+        runs[name] = lambda dec=dec: dec.generate(prompt, n, temperature=0)
+    precision.update({name: "fp32" for name in runs if "generate" in name})
+    bytes_per_token = {p: weight_bytes(m) for p, m in models.items()}
 
-    times: dict[str, list[float]] = {name: [] for name in runs}
+    for f in runs.values():  # warm-up: first-call allocations
+        f()
+    times = {name: [] for name in runs}
     outputs = {}
     for r in range(args.repeats):
         for name, f in runs.items():
-            if name == "ours, no cache" and r >= args.no_cache_repeats:
+            if "no cache" in name and r >= args.no_cache_repeats:
                 continue
             t0 = time.perf_counter()
             outputs[name] = f()
             times[name].append(time.perf_counter() - t0)
-        print(f"  repeat {r + 1}: " + ", ".join(
-            f"{name} {ts[-1]:.2f} s" for name, ts in times.items()
-            if len(ts) == r + 1), flush=True)
-    print()
-    ref = outputs["transformers generate"]
-    for name, out in outputs.items():
-        same = sum(a == b for a, b in zip(out, ref))
-        print(f"  {name:24s} {same}/{len(ref)} tokens equal to transformers'")
-    print()
-    rate = {name: n / statistics.median(ts) for name, ts in times.items() if ts}
-    for name in rate:
-        print(f"{name:24s} {rate[name]:8.1f} tokens/s   (median of "
-              f"{len(times[name])}: {statistics.median(times[name]):.2f} s)")
-    cache_vs_hf = rate["ours, KV cache"] / rate["transformers generate"]
-    print(f"\nours cached / transformers:   {cache_vs_hf:.2f}x  (goal >= 1)")
-    if times["ours, no cache"]:
-        cache_vs_none = rate["ours, KV cache"] / rate["ours, no cache"]
-        print(f"ours cached / ours no cache:  {cache_vs_none:.2f}x  (goal >= 5)")
+        print(
+            f"  repeat {r + 1} done, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+    ref = outputs["HF generate fp32"]
+    rate = {name: n / statistics.median(ts) for name, ts in times.items()}
+    base = rate["HF generate fp32"]
+    print(
+        f"\nbatch 1, greedy, {t_prompt}-token prompt, {n} new tokens, "
+        f"{args.repeats} alternating repeats, medians; roofline = weight "
+        "bytes per token x tokens/s / bandwidth"
+    )
+    head = (
+        f"{'contender':28s} {'tokens/s':>8s} {'vs HF':>6s} {'= HF':>7s} "
+        f"{'MB/token':>8s} {'% copy':>6s} {'% matvec':>8s}"
+    )
+    print(head)
+    print("-" * len(head))
+    for name in runs:
+        prec = precision[name]
+        mb = bytes_per_token[prec] / 1e6
+        same = sum(a == b for a, b in zip(outputs[name], ref))
+        frac_copy = rate[name] * mb * 1e6 / (bw["copy"] * 1e9)
+        frac_mv = rate[name] * mb * 1e6 / (bw["matvec"] * 1e9)
+        print(
+            f"{name:28s} {rate[name]:8.1f} {rate[name] / base:5.2f}x "
+            f"{same:3d}/{len(ref):<3d} {mb:8.0f} {frac_copy:6.0%} "
+            f"{frac_mv:8.0%}"
+        )
+    for name, s in compile_s.items():
+        print(
+            f"  compile time, {name}: {s:.1f} s (once per shape; not in "
+            "the rates)"
+        )
+    print(
+        "roofline at batch 1 (tokens/s = bandwidth / weight bytes): "
+        + ", ".join(
+            f"{p} {bw['copy'] * 1e9 / b:.0f} (copy) / "
+            f"{bw['matvec'] * 1e9 / b:.0f} (matvec)"
+            for p, b in bytes_per_token.items()
+            if p != "int8+fp32"
+        )
+    )
+    print(
+        "footprint of the weights: "
+        + ", ".join(
+            f"{p} {model_bytes(m) / 2**20:.0f} MiB" for p, m in models.items()
+        )
+    )
+    fp32_names = [
+        k for k in runs if precision[k] == "fp32" and k != "HF generate fp32"
+    ]
+    best_fp32 = max(fp32_names, key=rate.get)
+    best = max(runs, key=rate.get)
+    print(
+        f"\nbest fp32 path: {best_fp32}, {rate[best_fp32] / base:.2f}x HF "
+        "fp32 "
+        f"(goal >= 1.5x), greedy tokens equal to HF: "
+        f"{outputs[best_fp32] == ref}"
+    )
+    print(f"best path: {best}, {rate[best] / base:.2f}x HF fp32 (goal >= 3x)")
+
+    # -- 3. quality cost on the trained model ---------------------------------
+    if not args.no_quality:
+        quality()
+
+    # -- 4. batches of different lengths --------------------------------------
+    if args.batches:
+        batch_name = best if "HF" not in best else best_fp32
+        batch_throughput(hf, models, decoders, batch_name, precision, args, n)
+
+    # -- 5. where the time goes -----------------------------------------------
+    if not args.no_profile:
+        profile_step(
+            decoders[best if best in decoders else "decode fp32"], best
+        )
+
+
+def quality() -> None:
+    """Validation loss and greedy agreement of each precision on the book's
+    trained model, if its checkpoint is cached (no training here)."""
+    import numpy as np
+
+    from llmbook.data import load_tokens
+    from llmbook.loop import TrainConfig, evaluate
+    from llmbook.runs import checkpoint_dir
+    from llmbook.train import load_model
+
+    path = checkpoint_dir("book") / "ckpt.pt"
+    if not path.exists():
+        print(
+            "\nquality: no cached book checkpoint (run a chapter first); "
+            "skipped"
+        )
+        return
+    model, tok = load_model(path)
+    cfg = TrainConfig.preset("book")
+    val = np.asarray(load_tokens(checkpoint_dir("book") / "tokens", "val"))
+    variants = {
+        "fp32": model,
+        "bf16": to_bfloat16(model),
+        "int8+bf16": quantize_int8(to_bfloat16(model)),
+        "int8+fp32": quantize_int8(model, kernel="dequant"),
+    }
+    prompts = [
+        tok.encode(s) for s in ("HAMLET.\n", "ROMEO.\nO", "First Citizen.\n")
+    ]
+    n = cfg.block_size - max(len(p) for p in prompts)
+    ref = [generate(model, p, n, temperature=0) for p in prompts]
+    print(f"\nquality on the book's trained model ({path}):")
+    print(
+        f"{'precision':10s} {'val loss':>9s} {'change':>8s} "
+        f"{'greedy = fp32':>14s}"
+    )
+    print("(greedy = fp32: tokens before the first difference from fp32's)")
+    base = None
+    for name, m in variants.items():
+        loss = evaluate(m, val, cfg.block_size)
+        base = loss if base is None else base
+        agree = 0  # tokens before the first difference, over the prompts
+        for p, r in zip(prompts, ref):
+            out = generate(m, p, n, temperature=0)
+            agree += next(
+                (i for i, (a, b) in enumerate(zip(out, r)) if a != b), n
+            )
+        print(
+            f"{name:10s} {loss:9.4f} {loss - base:+8.4f} "
+            f"{agree:6d}/{len(prompts) * n}"
+        )
+
+
+def batch_throughput(hf, models, decoders, best, precision, args, n) -> None:
+    torch.manual_seed(2)
+    print(
+        f"\nbatches of prompts of different lengths (8 to "
+        f"{args.prompt_tokens} tokens, left-padded), {n} new tokens, greedy; "
+        f"tokens/s = B x {n} / time"
+    )
+    head = (
+        f"{'B':>3s} {'HF fp32':>9s} {'decode fp32':>12s} {best:>28s} "
+        f"{'rows = HF':>10s}"
+    )
+    print(head)
+    # eager decoders: a compiled one would compile again for every batch size
+    fp32 = decoders["decode fp32"]
+    best = best.replace(", compiled", "")
+    best = best if best in decoders else "decode int8+bf16"
+    for b in args.batches:
+        lengths = torch.randint(8, args.prompt_tokens + 1, (b,)).tolist()
+        lengths[0] = args.prompt_tokens
+        prompts = [torch.randint(0, 50257, (t,)).tolist() for t in lengths]
+        contenders = {
+            "hf": lambda ps=prompts: hf_generate(hf, ps, n),
+            "fp32": lambda ps=prompts: fp32.generate(ps, n, temperature=0),
+            "best": lambda ps=prompts: decoders[best].generate(
+                ps, n, temperature=0
+            ),
+        }
+        for f in contenders.values():
+            f()  # warm-up (and compiles for this batch size)
+        times = {k: [] for k in contenders}
+        outs = {}
+        for _ in range(max(1, args.repeats - 1)):
+            for k, f in contenders.items():
+                t0 = time.perf_counter()
+                outs[k] = f()
+                times[k].append(time.perf_counter() - t0)
+        tps = {k: b * n / statistics.median(ts) for k, ts in times.items()}
+        same = sum(
+            a.tolist() == c.tolist() for a, c in zip(outs["fp32"], outs["hf"])
+        )
+        print(
+            f"{b:3d} {tps['hf']:9.1f} {tps['fp32']:12.1f} {tps['best']:28.1f} "
+            f"{same:5d}/{b:<4d}"
+        )
+
+
+def profile_step(dec: Decoder, name: str, steps: int = 16) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    prompt = list(range(1, 33))
+    dec.generate(prompt, 4, temperature=0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        dec.generate(prompt, steps + 1, temperature=0)
+    print(f"\nprofile of {steps} decoding steps, {name} (self CPU time):")
+    table = prof.key_averages().table(
+        sort_by="self_cpu_time_total", row_limit=10
+    )
+    print(table)
 
 
 if __name__ == "__main__":

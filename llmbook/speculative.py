@@ -31,8 +31,6 @@ the same text with the same tokenizer, only smaller: ``draft_checkpoint``.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +39,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llmbook.data import data_dir, shakespeare_path
+from llmbook.data import data_dir, record, shakespeare_path, stale
 from llmbook.decode import Decoder, _check_sampling, pad_left
 from llmbook.generate import apply_temperature, top_k_filter, top_p_filter
+from llmbook.loop import TRAIN_PRESETS, TrainConfig, train
 from llmbook.model import GPT
-from llmbook.train import TRAIN_PRESETS, TrainConfig, train
+from llmbook.runs import _locked, run_key
 
 __all__ = [
     "probabilities",
@@ -342,39 +341,25 @@ def draft_config(profile: str = "book") -> TrainConfig:
     return TrainConfig(**{**DRAFT_PRESETS[profile], "out_dir": str(out)})
 
 
-@contextlib.contextmanager
-def _locked(directory: Path):
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def draft_checkpoint(profile: str = "book", progress: bool = False) -> Path:
     """The path of the draft model for ``profile``, trained (by
-    ``llmbook.train.train``, deterministically) the first time and cached in
-    ``data_dir()/checkpoints/draft-<profile>/ckpt.pt``."""
+    ``llmbook.loop.train``, deterministically) the first time and cached in
+    ``data_dir()/checkpoints/draft-<profile>/ckpt.pt``, keyed like the
+    book's runs (``llmbook.runs.run_key``: settings, data, code, versions)."""
     cfg = draft_config(profile)
-    path = Path(cfg.out_dir) / "ckpt.pt"
-    want = {
-        k: v
-        for k, v in dataclasses.asdict(cfg).items()
-        if k not in ("out_dir", "device")
-    }
-    with _locked(Path(cfg.out_dir)):
-        if path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            saved = state.get("train_config") or {}
-            same = all(saved.get(k) == v for k, v in want.items())
-            if same and state.get("step") == cfg.max_steps:
-                return path
-            if not same:
+    directory = Path(cfg.out_dir)
+    path, key_file = directory / "ckpt.pt", directory / "cache_key.json"
+    key = run_key(cfg)
+    with _locked(directory):
+        reason = stale(key_file, key)
+        if reason:
+            if path.exists():
                 path.unlink()
+            record(key_file, key)
+        elif path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("step") == cfg.max_steps:
+                return path
         train(
             cfg,
             shakespeare_path(),
