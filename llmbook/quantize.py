@@ -63,7 +63,8 @@ def quantize_per_channel(w: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns ``q`` (out, in) int8 in [-127, 127] and ``scale`` (out,) in
     ``w``'s dtype (float32 for float32), with ``w ~ q * scale[:, None]``
-    and ``|w - q * scale| <= scale / 2`` element by element. A row of zeros
+    and ``|w - q * scale| <= scale / 2`` element by element (for bfloat16,
+    to within the rounding of ``w`` itself). A row of zeros
     gets scale 1 (and q = 0), so nothing divides by zero. -128 is never
     used: the range stays symmetric, so -w quantizes to -q.
     """
@@ -79,8 +80,11 @@ def quantize_per_channel(w: Tensor) -> tuple[Tensor, Tensor]:
     w32 = w.detach().float()
     amax = w32.abs().amax(dim=1)  # (out,): the largest weight of each row
     scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))  # (out,)
-    q = torch.round(w32 / scale[:, None]).clamp_(-127, 127).to(torch.int8)
-    return q, scale.to(w.dtype)
+    # round the scale to the dtype it is stored in first, and quantize with
+    # that: the bound then holds for the scale that dequantizes (bf16)
+    scale = scale.to(w.dtype)
+    q = torch.round(w32 / scale.float()[:, None]).clamp_(-127, 127)
+    return q.to(torch.int8), scale
 
 
 def dequantize(q: Tensor, scale: Tensor) -> Tensor:

@@ -246,6 +246,15 @@ def test_quantize_per_channel_error_bound():
     assert torch.equal(q_neg, -q)
 
 
+def test_quantize_bfloat16_weights_bound_uses_the_stored_scale():
+    torch.manual_seed(0)
+    w = (torch.randn(64, 48) * 0.02).bfloat16()
+    q, scale = quantize_per_channel(w)
+    assert scale.dtype == torch.bfloat16
+    err = (w.float() - q.float() * scale.float()[:, None]).abs()
+    assert (err <= scale.float()[:, None] * (0.5 + 1e-2)).all()
+
+
 def test_quantize_zero_row_and_exact_values():
     w = torch.zeros(3, 4)
     w[1] = torch.tensor([127.0, -127.0, 1.0, 0.0])
