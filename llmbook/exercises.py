@@ -328,8 +328,7 @@ def run_check(exercise_id: str, fn: Callable) -> Result:
                 False,
                 False,
                 len(cases),
-                f"{head}: not attempted yet. Write the function, "
-                "run its cell, then this one again.",
+                f"{head}: not attempted yet.",
             )
         problem = None
         if exp.error is not None:  # a bad input: the reader must refuse it

@@ -714,10 +714,7 @@ def test_not_attempted_is_not_a_failure(capsys):
 
     check("2.1", bpe_step)
     out = capsys.readouterr().out
-    assert out == (
-        "Exercise 2.1 (bpe_step): not attempted yet. Write the "
-        "function, run its cell, then this one again.\n"
-    )
+    assert out == "Exercise 2.1 (bpe_step): not attempted yet.\n"
 
 
 def test_a_late_not_implemented_error_is_a_failure():
@@ -752,7 +749,7 @@ def test_threads_are_restored():
     assert torch.get_num_threads() == n
 
 
-@pytest.mark.parametrize("chapter", ["1", "2", "3", "4", "A"])
+@pytest.mark.parametrize("chapter", list(CHAPTERS))
 def test_chapter_numbers_its_exercises_as_the_checks_do(chapter):
     """The k-th exercise of chapter N is the one whose check is "N.k"."""
     nb = json.loads(
@@ -768,6 +765,8 @@ def test_chapter_numbers_its_exercises_as_the_checks_do(chapter):
                 r"(\S+)",
                 "".join(cell["source"]),
             )
+    if not labels and chapter in ("5", "6"):
+        pytest.skip(f"{CHAPTERS[chapter]} has no exercise boxes yet")
     assert len(labels) >= 5
     for k, label in enumerate(labels, start=1):
         exercise = ex.EXERCISES.get(f"{chapter}.{k}")
