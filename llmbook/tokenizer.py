@@ -547,7 +547,10 @@ def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Toke
            "data": sha256_of(corpus), "code": source_hashes("tokenizer")}
     reason = stale(key_path, key)
     if path.exists() and reason is None:
-        return Tokenizer.load(path)
+        try:
+            return Tokenizer.load(path)
+        except (ValueError, KeyError):  # damaged or foreign: train again
+            reason = f"{path.name} is not a tokenizer file"
     if path.exists():
         print(f"llmbook: training the book's tokenizer again: {reason}",
               file=sys.stderr)
