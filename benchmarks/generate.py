@@ -353,6 +353,9 @@ def quality() -> None:
 
 
 def batch_throughput(hf, models, decoders, best, precision, args, n) -> None:
+    # eager decoders: a compiled one would compile again for every batch size
+    best = best.replace(", compiled", "")
+    best = best if best in decoders else "decode int8+bf16"
     torch.manual_seed(2)
     print(
         f"\nbatches of prompts of different lengths (8 to "
@@ -364,10 +367,7 @@ def batch_throughput(hf, models, decoders, best, precision, args, n) -> None:
         f"{'rows = HF':>10s}"
     )
     print(head)
-    # eager decoders: a compiled one would compile again for every batch size
     fp32 = decoders["decode fp32"]
-    best = best.replace(", compiled", "")
-    best = best if best in decoders else "decode int8+bf16"
     for b in args.batches:
         lengths = torch.randint(8, args.prompt_tokens + 1, (b,)).tolist()
         lengths[0] = args.prompt_tokens
