@@ -77,8 +77,9 @@ def test_trained_cell_has_measured_tolerances(nb, cell):
             f"number {k}: stored {now}, measured reference {ref}")
 
 
-def _retype(outputs, k, delta):
-    """outputs with the k-th number (over all texts) moved by delta."""
+def _retype(outputs, k, delta, decimals=0):
+    """outputs with the k-th number (over all texts) moved by delta, printed
+    with at least ``decimals`` decimals."""
     outputs = json.loads(json.dumps(outputs))
     seen = 0
     for out in outputs:
@@ -91,7 +92,8 @@ def _retype(outputs, k, delta):
             if seen + len(found) > k:
                 m = found[k - seen]
                 token = m.group()
-                decimals = len(token.rstrip("%").partition(".")[2])
+                decimals = max(decimals,
+                               len(token.rstrip("%").partition(".")[2]))
                 new = f"{TO.value(token) + delta:.{decimals}f}"
                 holder[key] = text[:m.start()] + new + \
                     ("%" if token.endswith("%") else "") + text[m.end():]
@@ -112,11 +114,12 @@ def test_a_stored_number_moved_past_its_tolerance_fails(nb, cell):
     assert TO.compare_trained(stored, stored, tol, mask) == []
     for k in range(len(tol)):
         step = TO.unit(ref[k])
-        bad = _retype(stored, k, tol[k] + 2 * step)
+        digits = len(ref[k].rstrip("%").partition(".")[2])
+        bad = _retype(stored, k, tol[k] + 2 * step, digits)
         problems = TO.compare_trained(bad, stored, tol, mask)
         assert problems and f"number {k} " in problems[0], (k, problems)
         if tol[k] >= step:
-            ok = _retype(stored, k, tol[k] - step / 2)
+            ok = _retype(stored, k, tol[k] - step / 2, digits + 1)
             assert TO.compare_trained(ok, stored, tol, mask) == []
 
 
