@@ -29,9 +29,14 @@ def hf_attention(config: GPTConfig, impl: str, ours: CausalSelfAttention):
     from transformers import GPT2Config
     from transformers.models.gpt2.modeling_gpt2 import GPT2Attention
 
-    hf_config = GPT2Config(n_embd=config.n_embd, n_head=config.n_head,
-                           n_positions=config.block_size, attn_pdrop=0.0,
-                           resid_pdrop=0.0, attn_implementation=impl)
+    hf_config = GPT2Config(
+        n_embd=config.n_embd,
+        n_head=config.n_head,
+        n_positions=config.block_size,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        attn_implementation=impl,
+    )
     attn = GPT2Attention(hf_config, layer_idx=0)
     with torch.no_grad():
         for name in ("c_attn", "c_proj"):
@@ -50,7 +55,9 @@ def time_contenders(contenders: dict, repeats: int) -> dict:
             outputs[name] = fn()
             if r:
                 times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(times[name]), outputs[name]) for name in times}
+    return {
+        name: (statistics.median(times[name]), outputs[name]) for name in times
+    }
 
 
 def print_table(title: str, results: dict, reference: str) -> None:
@@ -60,8 +67,10 @@ def print_table(title: str, results: dict, reference: str) -> None:
     ref_out = results[reference][1]
     for name, (seconds, out) in results.items():
         diff = (out - ref_out).abs().max().item()
-        print(f"{name:<24}{seconds * 1e3:>12.2f}"
-              f"{seconds / base:>9.2f}{diff:>13.2e}")
+        print(
+            f"{name:<24}{seconds * 1e3:>12.2f}"
+            f"{seconds / base:>9.2f}{diff:>13.2e}"
+        )
 
 
 def main() -> None:
@@ -77,16 +86,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     B, T = args.batch, args.seq
-    config = GPTConfig.preset("gpt2", block_size=T, n_layer=4, vocab_size=4096,
-                              n_embd=args.n_embd, n_head=args.n_head)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-          f"B={B} T={T} C={config.n_embd} n_head={config.n_head}, fp32, "
-          f"forward + backward, median of {args.repeats}")
+    config = GPTConfig.preset(
+        "gpt2",
+        block_size=T,
+        n_layer=4,
+        vocab_size=4096,
+        n_embd=args.n_embd,
+        n_head=args.n_head,
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"B={B} T={T} C={config.n_embd} n_head={config.n_head}, fp32, "
+        f"forward + backward, median of {args.repeats}"
+    )
 
     # -- one attention layer --------------------------------------------------
     ours = CausalSelfAttention(config)
     x = torch.randn(B, T, config.n_embd)
-    mask = torch.full((T, T), float("-inf")).triu(1).view(1, 1, T, T)  # additive
+    mask = (
+        torch.full((T, T), float("-inf")).triu(1).view(1, 1, T, T)
+    )  # additive
 
     def run(module_fn, fast=None):
         def fn():
@@ -96,6 +115,7 @@ def main() -> None:
             y = module_fn(xg)
             y.square().mean().backward()
             return y.detach()
+
         return fn
 
     contenders = {
@@ -106,11 +126,15 @@ def main() -> None:
         for impl in ("eager", "sdpa"):
             hf = hf_attention(config, impl, ours)
             contenders[f"HF GPT2Attention {impl}"] = run(
-                lambda xg, hf=hf: hf(xg, attention_mask=mask)[0])
+                lambda xg, hf=hf: hf(xg, attention_mask=mask)[0]
+            )
     except ImportError:
         print("(transformers not installed: HF contenders skipped)")
-    print_table("one attention layer (B, T, C) -> (B, T, C)",
-                time_contenders(contenders, args.repeats), "ours, SDPA")
+    print_table(
+        "one attention layer (B, T, C) -> (B, T, C)",
+        time_contenders(contenders, args.repeats),
+        "ours, SDPA",
+    )
 
     # -- a whole model: a training step's forward + backward ------------------
     contenders = {}
@@ -119,11 +143,21 @@ def main() -> None:
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        hf_model = GPT2LMHeadModel(GPT2Config(
-            vocab_size=config.vocab_size, n_positions=T, n_layer=config.n_layer,
-            n_head=config.n_head, n_embd=config.n_embd, bos_token_id=0,
-            eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-            attn_implementation="sdpa"))
+        hf_model = GPT2LMHeadModel(
+            GPT2Config(
+                vocab_size=config.vocab_size,
+                n_positions=T,
+                n_layer=config.n_layer,
+                n_head=config.n_head,
+                n_embd=config.n_embd,
+                bos_token_id=0,
+                eos_token_id=0,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                attn_implementation="sdpa",
+            )
+        )
         model = GPT.from_hf_gpt2(hf_model)
     except ImportError:
         hf_model, model = None, GPT(config)
@@ -133,14 +167,20 @@ def main() -> None:
             logits = logits_fn()
             F.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
             return logits.detach()
+
         return fn
 
     contenders["ours (GPT-2 arch)"] = step(lambda: model(idx))
     if hf_model is not None:
-        contenders["HF GPT2LMHeadModel sdpa"] = step(lambda: hf_model(idx).logits)
-    print_table(f"GPT-2 architecture, {config.n_layer} layers, vocab "
-                f"{config.vocab_size}: forward + backward",
-                time_contenders(contenders, args.repeats), "ours (GPT-2 arch)")
+        contenders["HF GPT2LMHeadModel sdpa"] = step(
+            lambda: hf_model(idx).logits
+        )
+    print_table(
+        f"GPT-2 architecture, {config.n_layer} layers, vocab "
+        f"{config.vocab_size}: forward + backward",
+        time_contenders(contenders, args.repeats),
+        "ours (GPT-2 arch)",
+    )
 
 
 if __name__ == "__main__":

@@ -118,8 +118,10 @@ def encode_table(text: str, book: Tokenizer, repeats: int = 5):
             seconds[name].append(_time(lambda f=fn: f(text)))
     speed = {n: mb / statistics.median(s) for n, s in seconds.items()}
     ref = speed["tiktoken gpt2"]
-    vocab = {n: 50257 if "GPT-2" in n or "gpt2" in n else book.vocab_size
-             for n in contenders}
+    vocab = {
+        n: 50257 if "GPT-2" in n or "gpt2" in n else book.vocab_size
+        for n in contenders
+    }
     return [(n, vocab[n], speed[n], speed[n] / ref) for n in contenders]
 
 
@@ -134,8 +136,10 @@ def check_agreement(text: str, book: Tokenizer) -> None:
 
 
 def print_train_table(rows) -> None:
-    print(f"{'corpus':10s} {'MB':>5s} {'llmbook (s)':>12s} "
-          f"{'HF tokenizers (s)':>18s}")
+    print(
+        f"{'corpus':10s} {'MB':>5s} {'llmbook (s)':>12s} "
+        f"{'HF tokenizers (s)':>18s}"
+    )
     for name, mb, ours, hf in rows:
         print(f"{name:10s} {mb:5.2f} {ours:12.2f} {hf:18.2f}")
 
@@ -151,17 +155,25 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else 3
-    print(f"CPU cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}")
-    print(f"\nBPE training, vocab 4096, median of {repeats} "
-          "(HF tokenizers uses all cores)")
-    rows = train_table((False,) if args.quick else (False, True), repeats=repeats)
+    print(
+        f"CPU cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"\nBPE training, vocab 4096, median of {repeats} "
+        "(HF tokenizers uses all cores)"
+    )
+    rows = train_table(
+        (False,) if args.quick else (False, True), repeats=repeats
+    )
     print_train_table(rows)
 
     text = data.load_shakespeare()
     book = Tokenizer(*train_bpe(text, 4096, [EOT]), [EOT])
     check_agreement(text, book)
-    print(f"\nEncoding the 1.13 MB corpus, median of {repeats + 2} "
-          "(all contenders agree with their reference, token for token)")
+    print(
+        f"\nEncoding the 1.13 MB corpus, median of {repeats + 2} "
+        "(all contenders agree with their reference, token for token)"
+    )
     print_encode_table(encode_table(text, book, repeats=repeats + 2))
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

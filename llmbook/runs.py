@@ -29,13 +29,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmbook.data import (data_dir, record, sha256_of, shakespeare_path,
-                          source_hashes, stale)
+from llmbook.data import (
+    data_dir,
+    record,
+    sha256_of,
+    shakespeare_path,
+    source_hashes,
+    stale,
+)
 from llmbook.loop import TrainConfig, TrainResult, pick_device, train
 
 # Every module a training run executes: an edit to any of them retrains.
-TRAINING_MODULES = ("data", "tokenizer", "attention", "model", "loss",
-                    "optim", "checkpoint", "generate", "loop")
+TRAINING_MODULES = (
+    "data",
+    "tokenizer",
+    "attention",
+    "model",
+    "loss",
+    "optim",
+    "checkpoint",
+    "generate",
+    "loop",
+)
 KEY_FILE = "cache_key.json"
 BAND_FILE = Path(__file__).with_name("book_band.json")
 
@@ -46,14 +61,19 @@ def checkpoint_dir(profile: str = "book") -> Path:
 
 def run_key(cfg: TrainConfig) -> dict:
     """What determines the trained model of ``cfg`` on the nine plays."""
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items()
-                if k not in ("out_dir", "device")}
-    return {"settings": settings,
-            "data": sha256_of(shakespeare_path()),
-            "code": source_hashes(*TRAINING_MODULES),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "device": pick_device(cfg.device).type}
+    settings = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in ("out_dir", "device")
+    }
+    return {
+        "settings": settings,
+        "data": sha256_of(shakespeare_path()),
+        "code": source_hashes(*TRAINING_MODULES),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": pick_device(cfg.device).type,
+    }
 
 
 @contextlib.contextmanager
@@ -72,12 +92,14 @@ def _locked(directory: Path):
 
 
 def _book_config(profile: str, overrides: dict) -> TrainConfig:
-    return TrainConfig.preset(profile, out_dir=str(checkpoint_dir(profile)),
-                              **overrides)
+    return TrainConfig.preset(
+        profile, out_dir=str(checkpoint_dir(profile)), **overrides
+    )
 
 
-def book_run(profile: str = "book", progress: bool = True,
-             log=print, **overrides) -> TrainResult:
+def book_run(
+    profile: str = "book", progress: bool = True, log=print, **overrides
+) -> TrainResult:
     """The training chapter's run for ``profile`` ("smoke", "book", "gpu"),
     with ``overrides`` of its settings (e.g. ``seed=1``), on the nine plays,
     in ``data_dir()/checkpoints/<profile>/``. A run that was stopped
@@ -92,23 +114,29 @@ def book_run(profile: str = "book", progress: bool = True,
         if reason:
             ckpt = directory / "ckpt.pt"
             if ckpt.exists():
-                print(f"llmbook: training the {profile} model again: "
-                      f"{reason}", file=sys.stderr)
+                print(
+                    f"llmbook: training the {profile} model again: {reason}",
+                    file=sys.stderr,
+                )
                 ckpt.unlink()
             record(directory / KEY_FILE, key)
-        return train(cfg, shakespeare_path(), resume=True, progress=progress,
-                     log=log)
+        return train(
+            cfg, shakespeare_path(), resume=True, progress=progress, log=log
+        )
 
 
-def book_checkpoint(profile: str = "book", progress: bool = False,
-                    **overrides) -> Path:
+def book_checkpoint(
+    profile: str = "book", progress: bool = False, **overrides
+) -> Path:
     """The path of the book's trained model for ``profile`` (and
     ``overrides``): the checkpoint of ``book_run``, trained first unless a
     finished one made by the same key is cached."""
     cfg = _book_config(profile, overrides)
     path = Path(cfg.out_dir) / "ckpt.pt"
-    if path.exists() and stale(Path(cfg.out_dir) / KEY_FILE,
-                               run_key(cfg)) is None:
+    if (
+        path.exists()
+        and stale(Path(cfg.out_dir) / KEY_FILE, run_key(cfg)) is None
+    ):
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("step") == cfg.max_steps:
             return path
@@ -144,22 +172,32 @@ def check_run(result: TrainResult, band: dict | None = None) -> RunCheck:
     typically causes that."""
     band = band or expected_band()
     cfg, book = result.config, TrainConfig.preset("book")
-    differ = [f"{f.name}={getattr(cfg, f.name)!r} (book: "
-              f"{getattr(book, f.name)!r})"
-              for f in dataclasses.fields(TrainConfig)
-              if f.name not in ("out_dir", "device", "seed")
-              and getattr(cfg, f.name) != getattr(book, f.name)]
+    differ = [
+        f"{f.name}={getattr(cfg, f.name)!r} (book: {getattr(book, f.name)!r})"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("out_dir", "device", "seed")
+        and getattr(cfg, f.name) != getattr(book, f.name)
+    ]
     if differ:
-        return RunCheck(False, (
-            "cannot tell: the band was measured for "
-            "TrainConfig.preset('book') (any seed), and these settings "
-            f"differ: {', '.join(differ)}"))
-    evals = {r["step"]: r["val_loss"] for r in result.history
-             if r.get("val_loss") is not None}
-    checks = list(zip(band["steps"], band["val_loss"],
-                      band["val_loss_tolerance"]))
-    checks.append(("end", band["final_val_loss"],
-                   band["final_val_loss_tolerance"]))
+        return RunCheck(
+            False,
+            (
+                "cannot tell: the band was measured for "
+                "TrainConfig.preset('book') (any seed), and these settings "
+                f"differ: {', '.join(differ)}"
+            ),
+        )
+    evals = {
+        r["step"]: r["val_loss"]
+        for r in result.history
+        if r.get("val_loss") is not None
+    }
+    checks = list(
+        zip(band["steps"], band["val_loss"], band["val_loss_tolerance"])
+    )
+    checks.append(
+        ("end", band["final_val_loss"], band["final_val_loss_tolerance"])
+    )
     evals["end"] = result.val_loss
     outside = []
     for step, want, tol in checks:
@@ -168,36 +206,58 @@ def check_run(result: TrainResult, band: dict | None = None) -> RunCheck:
             outside.append((step, got, want, tol))
     final, final_tol = band["final_val_loss"], band["final_val_loss_tolerance"]
     if not outside:
-        return RunCheck(True, (
-            "normal: the validation loss is inside the expected band at "
-            f"all {len(checks) - 1} evaluations and at the end (expected "
-            "there: "
-            f"{final:.2f} +- {final_tol:.2f} nats per token)"))
-    where = ", ".join(f"step {s}: {g:.2f} (expected {w:.2f} +- {t:.2f})"
-                      for s, g, w, t in outside[:4])
-    return RunCheck(False, f"outside the expected band at {len(outside)} of "
-                    f"{len(checks)} points ({where}). {_causes(cfg, outside)}")
+        return RunCheck(
+            True,
+            (
+                "normal: the validation loss is inside the expected band at "
+                f"all {len(checks) - 1} evaluations and at the end (expected "
+                "there: "
+                f"{final:.2f} +- {final_tol:.2f} nats per token)"
+            ),
+        )
+    where = ", ".join(
+        f"step {s}: {g:.2f} (expected {w:.2f} +- {t:.2f})"
+        for s, g, w, t in outside[:4]
+    )
+    return RunCheck(
+        False,
+        f"outside the expected band at {len(outside)} of "
+        f"{len(checks)} points ({where}). {_causes(cfg, outside)}",
+    )
 
 
 def _causes(cfg: TrainConfig, outside: list[tuple]) -> str:
     device = pick_device(cfg.device)
     hints = []
-    if cfg.dtype != "float32" and (cfg.dtype != "auto"
-                                   or device.type == "cuda"):
-        hints.append("half-precision autocast (the band is float32: set "
-                     "dtype='float32')")
+    if cfg.dtype != "float32" and (
+        cfg.dtype != "auto" or device.type == "cuda"
+    ):
+        hints.append(
+            "half-precision autocast (the band is float32: set "
+            "dtype='float32')"
+        )
     got = [g for _, g, _, _ in outside]
     if any(math.isnan(g) for g in got):
-        hints.append("a run that diverged or did not reach every "
-                     "evaluation (a NaN loss, or fewer steps)")
+        hints.append(
+            "a run that diverged or did not reach every "
+            "evaluation (a NaN loss, or fewer steps)"
+        )
     if all(g > w for _, g, w, _ in outside if not math.isnan(g)):
-        hints.append("other data or another tokenizer than the nine plays "
-                     "with the book's BPE, or an edited loss, optimizer or "
-                     "schedule")
+        hints.append(
+            "other data or another tokenizer than the nine plays "
+            "with the book's BPE, or an edited loss, optimizer or "
+            "schedule"
+        )
     elif all(g < w for _, g, w, _ in outside if not math.isnan(g)):
         hints.append("validation text leaking into training (another split)")
     if device.type != "cpu":
-        hints.append(f"the {device.type} device (the band was measured on "
-                     "CPUs)")
-    return "Typical causes: " + "; ".join(hints or [
-        "changed code in the model or the training loop"]) + "."
+        hints.append(
+            f"the {device.type} device (the band was measured on CPUs)"
+        )
+    return (
+        "Typical causes: "
+        + "; ".join(
+            hints or ["changed code in the model or the training loop"]
+        )
+        + "."
+    )

@@ -71,6 +71,7 @@ FORMAT, VERSION = "llmbook-bpe", 1
 # ---------------------------------------------------------------------------
 # Reading text, and cutting it into pieces that merges never cross
 
+
 def read_text(source: str | os.PathLike) -> str:
     """``source`` is the text itself (a ``str``) or a path (``os.PathLike``,
     e.g. ``pathlib.Path``) to a UTF-8 file."""
@@ -111,6 +112,7 @@ def split_special(text: str, special: regex.Pattern | None) -> list[str]:
 
 # ---------------------------------------------------------------------------
 # Training
+
 
 def merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
     """Replace every occurrence of ``pair`` in ``ids``, left to right
@@ -156,7 +158,9 @@ def train_bpe(
     special_tokens = list(dict.fromkeys(special_tokens))
     if any(not isinstance(t, str) or not t for t in special_tokens):
         raise ValueError("special tokens must be non-empty strings")
-    if not isinstance(vocab_size, int) or vocab_size < 256 + len(special_tokens):
+    if not isinstance(vocab_size, int) or vocab_size < 256 + len(
+        special_tokens
+    ):
         raise ValueError(
             f"vocab_size={vocab_size} is too small: it must be at least 256 "
             f"(the single bytes) + {len(special_tokens)} special tokens = "
@@ -186,7 +190,11 @@ def train_bpe(
 
     def entry(pair):  # the heap's order: higher count, then greater pair
         a, b = pair
-        return (-counts[pair], _descending(vocab[a]) + _descending(vocab[b]), pair)
+        return (
+            -counts[pair],
+            _descending(vocab[a]) + _descending(vocab[b]),
+            pair,
+        )
 
     heap = [entry(p) for p in counts]
     heapq.heapify(heap)
@@ -228,6 +236,7 @@ def train_bpe(
 
 # ---------------------------------------------------------------------------
 # Encoding and decoding
+
 
 def _escape(token: bytes) -> str:
     return "".join(
@@ -380,7 +389,9 @@ class Tokenizer:
         # pre-token whose predecessor ends in a non-space (a trailing space
         # run would change when more text comes) and which is far enough
         # from the end that more text cannot change it ('l -> 'll).
-        spans = [m.span() for m in regex.finditer(self.pattern, buf, pos=start)]
+        spans = [
+            m.span() for m in regex.finditer(self.pattern, buf, pos=start)
+        ]
         for (_, e0), (s1, _) in zip(spans[-3::-1], spans[-2::-1]):
             if s1 + 3 < limit and not buf[e0 - 1].isspace():
                 return s1
@@ -418,7 +429,8 @@ class Tokenizer:
             if i not in special_ids
         ]
         merges = [
-            f"    {json.dumps([_escape(a), _escape(b)])}" for a, b in self.merges
+            f"    {json.dumps([_escape(a), _escape(b)])}"
+            for a, b in self.merges
         ]
         # One token or merge per line: easy to read, grep and diff.
         return (
@@ -437,14 +449,18 @@ class Tokenizer:
         except (json.JSONDecodeError, AttributeError):
             ok = False
         if not ok:
-            raise ValueError(f"not an {FORMAT} tokenizer (JSON with format={FORMAT!r})")
+            raise ValueError(
+                f"not an {FORMAT} tokenizer (JSON with format={FORMAT!r})"
+            )
         if obj["version"] != VERSION:
             raise ValueError(
                 f"tokenizer file version {obj['version']} is not supported "
                 f"(this llmbook reads version {VERSION})"
             )
         vocab = {int(i): _unescape(t) for i, t in obj["vocab"].items()}
-        vocab.update({i: t.encode("utf-8") for t, i in obj["special_tokens"].items()})
+        vocab.update(
+            {i: t.encode("utf-8") for t, i in obj["special_tokens"].items()}
+        )
         merges = [(_unescape(a), _unescape(b)) for a, b in obj["merges"]]
         return cls(vocab, merges, list(obj["special_tokens"]), obj["pattern"])
 
@@ -479,9 +495,13 @@ class Tokenizer:
         special_ids = set(self.special_tokens.values())
         ranks = {t: i for i, t in self.vocab.items() if i not in special_ids}
         if len(ranks) != len(self.vocab) - len(special_ids):
-            raise ValueError("to_tiktoken needs distinct byte strings per token")
+            raise ValueError(
+                "to_tiktoken needs distinct byte strings per token"
+            )
         merged = [m for _, m in sorted(self._ranks.values())]
-        if merged != sorted(merged) or min(merged, default=256) < max(self._byte_ids):
+        if merged != sorted(merged) or min(merged, default=256) < max(
+            self._byte_ids
+        ):
             raise ValueError(
                 "to_tiktoken needs merged ids that increase with merge order, "
                 "above the byte ids"
@@ -525,14 +545,23 @@ def _gpt2_vocab_and_merges():
 BOOK_VOCAB_SIZES = {"smoke": 512, "book": 4096, "gpu": 4096}
 
 
-def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Tokenizer:
+def book_tokenizer(
+    profile: str = "book", vocab_size: int | None = None
+) -> Tokenizer:
     """The book's BPE, trained on the nine-play Shakespeare corpus with
     ``<|endoftext|>`` as special token (vocab 4096 for "book"/"gpu", 512 for
     "smoke", or ``vocab_size``). Cached in ``data_dir()/tokenizers/``, with
     a record of the corpus and the code that trained it: a change to either
     trains it again."""
-    from llmbook.data import (atomic_write, data_dir, record, sha256_of,
-                              shakespeare_path, source_hashes, stale)
+    from llmbook.data import (
+        atomic_write,
+        data_dir,
+        record,
+        sha256_of,
+        shakespeare_path,
+        source_hashes,
+        stale,
+    )
 
     if profile not in BOOK_VOCAB_SIZES:
         raise ValueError(
@@ -543,8 +572,11 @@ def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Toke
     path = data_dir() / "tokenizers" / f"shakespeare-bpe-{size}.json"
     key_path = path.with_suffix(".key.json")
     corpus = shakespeare_path()
-    key = {"settings": {"vocab_size": size, "special_tokens": [EOT]},
-           "data": sha256_of(corpus), "code": source_hashes("tokenizer")}
+    key = {
+        "settings": {"vocab_size": size, "special_tokens": [EOT]},
+        "data": sha256_of(corpus),
+        "code": source_hashes("tokenizer"),
+    }
     reason = stale(key_path, key)
     if path.exists() and reason is None:
         try:
@@ -552,8 +584,10 @@ def book_tokenizer(profile: str = "book", vocab_size: int | None = None) -> Toke
         except (ValueError, KeyError):  # damaged or foreign: train again
             reason = f"{path.name} is not a tokenizer file"
     if path.exists():
-        print(f"llmbook: training the book's tokenizer again: {reason}",
-              file=sys.stderr)
+        print(
+            f"llmbook: training the book's tokenizer again: {reason}",
+            file=sys.stderr,
+        )
     vocab, merges = train_bpe(corpus, size, special_tokens=[EOT])
     tokenizer = Tokenizer(vocab, merges, special_tokens=[EOT])
     with atomic_write(path, "w") as f:

@@ -43,15 +43,22 @@ TABLE = ("05_training", "ff34fd0e")
 # notebooks' stored outputs (two threads) count as one more run.
 STORED = "stored-2-threads"
 VARIANTS = {
-    "reference": dict(env={}, params={},
-                      what="this machine's own kernels"),
-    "avx2": dict(env={"ATEN_CPU_CAPABILITY": "avx2"}, params={},
-                 what="PyTorch's AVX2 kernels instead of AVX-512"),
-    "mkl-compatible": dict(env={"MKL_CBWR": "COMPATIBLE"}, params={},
-                           what="MKL's processor-independent code path"),
+    "reference": dict(env={}, params={}, what="this machine's own kernels"),
+    "avx2": dict(
+        env={"ATEN_CPU_CAPABILITY": "avx2"},
+        params={},
+        what="PyTorch's AVX2 kernels instead of AVX-512",
+    ),
+    "mkl-compatible": dict(
+        env={"MKL_CBWR": "COMPATIBLE"},
+        params={},
+        what="MKL's processor-independent code path",
+    ),
     "avx2+mkl-compatible": dict(
         env={"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE"},
-        params={}, what="both of the above"),
+        params={},
+        what="both of the above",
+    ),
     "seed-1": dict(env={}, params={"seed": 1}, what="training seed 1"),
     "seed-2": dict(env={}, params={"seed": 2}, what="training seed 2"),
 }
@@ -61,8 +68,10 @@ def trained_notebooks() -> list[Path]:
     found = []
     for path in sorted(BOOK.glob("*.ipynb")):
         nb = json.loads(path.read_text())
-        if any("trained" in c.get("metadata", {}).get("tags", [])
-               for c in nb["cells"]):
+        if any(
+            "trained" in c.get("metadata", {}).get("tags", [])
+            for c in nb["cells"]
+        ):
             found.append(path)
     return found
 
@@ -71,11 +80,20 @@ def run_variant(name: str, work: Path, only: list[str] | None = None) -> str:
     spec = VARIANTS[name]
     out = work / name
     (out / "data").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "LLMBOOK_DATA_DIR": str(out / "data"), **spec["env"]}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "LLMBOOK_DATA_DIR": str(out / "data"),
+        **spec["env"],
+    }
     py = sys.executable
-    subprocess.run([py, "-m", "llmbook.data", "fetch"], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [py, "-m", "llmbook.data", "fetch"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     for nb in trained_notebooks():
         if only and nb.stem not in only:
             continue
@@ -84,9 +102,24 @@ def run_variant(name: str, work: Path, only: list[str] | None = None) -> str:
             params += ["-p", key, str(val)]
         with open(out / f"{nb.stem}.log", "w") as log:
             subprocess.run(
-                [py, "-m", "papermill", str(nb), str(out / nb.name), *params,
-                 "--cwd", str(BOOK), "-k", "python3", "--no-progress-bar"],
-                env=env, check=True, stdout=log, stderr=subprocess.STDOUT)
+                [
+                    py,
+                    "-m",
+                    "papermill",
+                    str(nb),
+                    str(out / nb.name),
+                    *params,
+                    "--cwd",
+                    str(BOOK),
+                    "-k",
+                    "python3",
+                    "--no-progress-bar",
+                ],
+                env=env,
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     return name
 
 
@@ -106,28 +139,35 @@ def collect(work: Path) -> dict:
             "reference = its value in the reference run; variants = its value "
             "in each other run; spread = max |variant - reference|; tolerance "
             "= 0 where no run differed, else 1.5 x spread + one step of the "
-            "last printed digit, rounded up to that step."),
+            "last printed digit, rounded up to that step."
+        ),
         "measured": datetime.date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, "
-                   f"{os.cpu_count()} cores, torch "
-                   f"{__import__('torch').__version__}",
-        "variants": {**{n: VARIANTS[n]["what"] + " (1 thread)" for n in ran},
-                     STORED: "the stored outputs: this machine's own kernels "
-                             "with 2 threads"},
-
+        f"{os.cpu_count()} cores, torch "
+        f"{__import__('torch').__version__}",
+        "variants": {
+            **{n: VARIANTS[n]["what"] + " (1 thread)" for n in ran},
+            STORED: "the stored outputs: this machine's own kernels "
+            "with 2 threads",
+        },
         "notebooks": {},
     }
     previous = TO.load_tolerances()["notebooks"]
     for nb in trained_notebooks():
         committed = _cells(nb)
-        runs = {n: _cells(work / n / nb.name) for n in ran
-                if (work / n / nb.name).exists()}
+        runs = {
+            n: _cells(work / n / nb.name)
+            for n in ran
+            if (work / n / nb.name).exists()
+        }
         # the stored outputs: the same machine with two threads, which
         # rounds differently from one thread here
         runs[STORED] = committed
         if "reference" not in runs:
-            print(f"{nb.stem}: no runs in {work}; keeping what was measured "
-                  "before, if anything")
+            print(
+                f"{nb.stem}: no runs in {work}; keeping what was measured "
+                "before, if anything"
+            )
             if nb.stem in previous:
                 data["notebooks"][nb.stem] = previous[nb.stem]
             continue
@@ -145,21 +185,26 @@ def collect(work: Path) -> dict:
                 outs = cells[cid]["outputs"]
                 skel = [TO.split(t, mask)[0] for _, t in TO._texts(outs)]
                 if TO.signature(outs) != ref_sig or skel != ref_skel:
-                    sys.exit(f"{nb.stem} cell {cid}: run {n!r} prints text "
-                             "of another shape than the reference; the cell "
-                             "cannot be compared number by number (mask the "
-                             "varying text, or tag it 'sampled')")
+                    sys.exit(
+                        f"{nb.stem} cell {cid}: run {n!r} prints text "
+                        "of another shape than the reference; the cell "
+                        "cannot be compared number by number (mask the "
+                        "varying text, or tag it 'sampled')"
+                    )
                 values[n] = TO.numbers_of(outs, mask)
-            spread = [max(abs(TO.value(v[i]) - TO.value(r))
-                          for v in values.values())
-                      for i, r in enumerate(ref_nums)]
+            spread = [
+                max(abs(TO.value(v[i]) - TO.value(r)) for v in values.values())
+                for i, r in enumerate(ref_nums)
+            ]
             entries[cid] = {
                 "reference": ref_nums,
-                "variants": {n: v for n, v in values.items()
-                             if n != "reference"},
+                "variants": {
+                    n: v for n, v in values.items() if n != "reference"
+                },
                 "spread": [round(s, 12) for s in spread],
-                "tolerance": [TO.choose_tolerance(r, s)
-                              for r, s in zip(ref_nums, spread)],
+                "tolerance": [
+                    TO.choose_tolerance(r, s) for r, s in zip(ref_nums, spread)
+                ],
             }
         data["notebooks"][nb.stem] = entries
     TO.TOLERANCES.parent.mkdir(parents=True, exist_ok=True)
@@ -178,16 +223,18 @@ def write_band(data: dict) -> None:
     rows = (len(ref) - 3) // 4
     band = {
         "about": "Expected validation loss of TrainConfig.preset('book') on "
-                 "the nine plays, float32, measured by "
-                 "tests/measure_spread.py: reference +- tolerance.",
+        "the nine plays, float32, measured by "
+        "tests/measure_spread.py: reference +- tolerance.",
         "measured": data["measured"],
         "machine": data["machine"],
         "variants": data["variants"],
         "steps": [int(ref[4 * i]) for i in range(rows)],
         "val_loss": [ref[4 * i + 2] for i in range(rows)],
         "val_loss_tolerance": [tol[4 * i + 2] for i in range(rows)],
-        "runs": {n: [TO.value(v[4 * i + 2]) for i in range(rows)]
-                 for n, v in entry["variants"].items()},
+        "runs": {
+            n: [TO.value(v[4 * i + 2]) for i in range(rows)]
+            for n, v in entry["variants"].items()
+        },
         "final_val_loss": ref[4 * rows],
         "final_val_loss_tolerance": tol[4 * rows],
         "final_val_bpb": ref[4 * rows + 2],
@@ -202,9 +249,12 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--only", nargs="*", choices=list(VARIANTS))
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--notebooks", nargs="*",
-                    help="run only these (names without .ipynb); a variant's "
-                    "trained model is reused from its data directory")
+    ap.add_argument(
+        "--notebooks",
+        nargs="*",
+        help="run only these (names without .ipynb); a variant's "
+        "trained model is reused from its data directory",
+    )
     args = ap.parse_args(argv)
     if args.command == "collect":
         collect(args.work)
@@ -212,7 +262,8 @@ def main(argv=None) -> int:
     names = args.only or list(VARIANTS)
     with cf.ThreadPoolExecutor(args.jobs) as pool:
         for name in pool.map(
-                lambda n: run_variant(n, args.work, args.notebooks), names):
+            lambda n: run_variant(n, args.work, args.notebooks), names
+        ):
             print(f"{name}: done", flush=True)
     return 0
 

@@ -18,12 +18,17 @@ def _checker(item, kind: str, data: dict):
     def compare_outputs(test, ref, skip_compare=None):
         if kind == "trained":
             problems = TO.compare_trained(
-                ref, test, TO.tolerance_for(data, notebook, cell_id),
-                options.get("mask"))
+                ref,
+                test,
+                TO.tolerance_for(data, notebook, cell_id),
+                options.get("mask"),
+            )
         else:
             problems = TO.compare_sampled(ref, test, options.get("keep"))
         item.comparison_traceback = [
-            f"{kind} cell {cell_id} of {notebook}:", *problems]
+            f"{kind} cell {cell_id} of {notebook}:",
+            *problems,
+        ]
         return not problems
 
     return compare_outputs

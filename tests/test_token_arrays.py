@@ -8,12 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from llmbook.data import (batch_at, get_batch, load_tokens, prepare_tokens,
-                          random_offsets)
+from llmbook.data import (
+    batch_at,
+    get_batch,
+    load_tokens,
+    prepare_tokens,
+    random_offsets,
+)
 from llmbook.tokenizer import Tokenizer, train_bpe
 
-TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-        "All:\nSpeak, speak.\n\n" * 40) + "Caf\u00e9 na\u00efve \u2014 fin.\n"
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n" * 40
+) + "Caf\u00e9 na\u00efve \u2014 fin.\n"
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +54,26 @@ def test_prepare_tokens_round_trips_and_counts(tmp_path, tokenizer):
     assert meta["train"]["bytes"] + meta["val"]["bytes"] == len(raw)
     # the last 10% of the bytes (to a character boundary) is validation
     assert meta["val"]["bytes"] == pytest.approx(0.1 * len(raw), abs=4)
-    train, val = load_tokens(tmp_path / "tok", "train"), load_tokens(
-        tmp_path / "tok", "val")
+    train, val = (
+        load_tokens(tmp_path / "tok", "train"),
+        load_tokens(tmp_path / "tok", "val"),
+    )
     assert isinstance(train, np.memmap) and train.dtype == np.uint16
-    assert len(train) == meta["train"]["tokens"] and len(val) == meta["val"]["tokens"]
-    assert tokenizer.decode(train.tolist()) + tokenizer.decode(val.tolist()) == TEXT
-    assert train.tolist() == tokenizer.encode(raw[: meta["train"]["bytes"]].decode())
+    assert (
+        len(train) == meta["train"]["tokens"]
+        and len(val) == meta["val"]["tokens"]
+    )
+    assert (
+        tokenizer.decode(train.tolist()) + tokenizer.decode(val.tolist())
+        == TEXT
+    )
+    assert train.tolist() == tokenizer.encode(
+        raw[: meta["train"]["bytes"]].decode()
+    )
     saved = json.loads((tmp_path / "tok" / "meta.json").read_text())
-    assert Tokenizer.from_json(saved["tokenizer"]).encode("speak") == \
-        tokenizer.encode("speak")
+    assert Tokenizer.from_json(saved["tokenizer"]).encode(
+        "speak"
+    ) == tokenizer.encode("speak")
     assert saved["source_sha256"] == meta["source_sha256"]
 
 
@@ -73,11 +91,15 @@ def test_prepare_tokens_skips_work_when_meta_matches(tmp_path, tokenizer):
     assert os.stat(tmp_path / "tok" / "train.bin").st_mtime_ns == stamp
     src.write_text(TEXT + "More.\n")  # a changed source is encoded again
     meta = prepare_tokens(src, tokenizer, tmp_path / "tok")
-    assert meta["train"]["bytes"] + meta["val"]["bytes"] == len(TEXT.encode()) + 6
+    assert (
+        meta["train"]["bytes"] + meta["val"]["bytes"] == len(TEXT.encode()) + 6
+    )
 
 
 def test_uint32_when_the_vocabulary_does_not_fit_uint16(tmp_path):
-    meta = prepare_tokens(write(tmp_path, TEXT), WideTokenizer(), tmp_path / "w")
+    meta = prepare_tokens(
+        write(tmp_path, TEXT), WideTokenizer(), tmp_path / "w"
+    )
     arr = load_tokens(tmp_path / "w", "train")
     assert meta["dtype"] == "uint32" and arr.dtype == np.uint32
     assert int(arr.max()) >= 65_600
@@ -89,7 +111,9 @@ def test_bad_data_files(tmp_path, tokenizer):
     with pytest.raises(ValueError, match="is empty"):
         prepare_tokens(write(tmp_path, "\n  \n"), tokenizer, tmp_path / "t")
     with pytest.raises(ValueError, match="not UTF-8"):
-        prepare_tokens(write(tmp_path, b"\xff\xfeabc" * 10), tokenizer, tmp_path / "t")
+        prepare_tokens(
+            write(tmp_path, b"\xff\xfeabc" * 10), tokenizer, tmp_path / "t"
+        )
     with pytest.raises(ValueError, match="val_fraction"):
         prepare_tokens(write(tmp_path, TEXT), tokenizer, tmp_path / "t", 1.5)
     with pytest.raises(ValueError, match="prepare_tokens"):

@@ -21,8 +21,8 @@ from llmbook.tokenizer import (
 # Everything GPT-2's regex and byte fallback have to get right.
 ADVERSARIAL = (
     "Hello, I am building an LLM.\n"
-    "emoji: \U0001F600\U0001F44D\U0001F3FD \U0001F468\u200D\U0001F469\u200D"
-    "\U0001F467 flags \U0001F1EB\U0001F1F7\n"
+    "emoji: \U0001f600\U0001f44d\U0001f3fd \U0001f468\u200d\U0001f469\u200d"
+    "\U0001f467 flags \U0001f1eb\U0001f1f7\n"
     "CJK: \u4f60\u597d\uff0c\u4e16\u754c \u65e5\u672c\u8a9e\u306e\u30c6\u30ad"
     "\u30b9\u30c8 \ud55c\uad6d\uc5b4\n"
     "combining: e\u0301 a\u0308 n\u0303\u0303 Z\u0351\u0352\u0353 \u00e9\n"
@@ -34,7 +34,7 @@ ADVERSARIAL = (
     "digits: 0 12 345 6789 3.14159 1,000,000 \u0661\u0662\u0663 \u00bd\n"
     "special <|endoftext|> and again<|endoftext|><|endoftext|>end"
     " <|endoftext <|endoftext|\n"
-    "odd: \x00\x01\x7f \u00a0nbsp \ufeffbom \U0010FFFF trailing   "
+    "odd: \x00\x01\x7f \u00a0nbsp \ufeffbom \U0010ffff trailing   "
 )
 
 
@@ -66,6 +66,7 @@ def small(corpus):
 # ---------------------------------------------------------------------------
 # GPT-2, token for token
 
+
 def test_known_sentence(gpt2):
     # The ids GPT-2's own tokenizer gives (FACTS.md).
     ids = [15496, 11, 314, 716, 2615, 281, 27140, 44, 13]
@@ -80,7 +81,9 @@ def test_gpt2_adversarial(gpt2, tiktoken_gpt2):
     assert expected.count(gpt2.eot_id) == 3
 
 
-def test_gpt2_special_looking_text_is_plain_without_special(gpt2, tiktoken_gpt2):
+def test_gpt2_special_looking_text_is_plain_without_special(
+    gpt2, tiktoken_gpt2
+):
     plain = Tokenizer(gpt2.vocab, gpt2.merges)  # no special tokens
     expected = tiktoken_gpt2.encode(ADVERSARIAL, disallowed_special=())
     assert plain.encode(ADVERSARIAL) == expected
@@ -103,15 +106,16 @@ def test_gpt2_random_text(gpt2, tiktoken_gpt2, text):
 
 
 def test_invalid_utf8_decodes_to_replacement(gpt2, tiktoken_gpt2):
-    ids = gpt2.encode("\U0001F600")  # four bytes, several tokens
+    ids = gpt2.encode("\U0001f600")  # four bytes, several tokens
     assert len(ids) > 1
     assert gpt2.decode(ids[:1]) == tiktoken_gpt2.decode(ids[:1])
     assert "\ufffd" in gpt2.decode(ids[:1])
-    assert gpt2.decode_bytes(ids) == "\U0001F600".encode()
+    assert gpt2.decode_bytes(ids) == "\U0001f600".encode()
 
 
 # ---------------------------------------------------------------------------
 # Training
+
 
 def naive_train(text, vocab_size, special_tokens=()):
     """BPE as the textbook states it: recount every pair after each merge."""
@@ -183,7 +187,9 @@ def test_training_is_deterministic_and_reads_paths(tmp_path, corpus):
 
 
 def test_training_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"vocab_size=257 is too small.* = 258"):
+    with pytest.raises(
+        ValueError, match=r"vocab_size=257 is too small.* = 258"
+    ):
         train_bpe("hello", 257, special_tokens=["<|a|>", "<|b|>", "<|b|>"])
     with pytest.raises(ValueError, match=r"vocab_size=255 is too small"):
         train_bpe("hello", 255)
@@ -191,7 +197,9 @@ def test_training_errors(tmp_path):
         train_bpe("", 300)
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\u00e9 au lait".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8.*0xe9 at offset 3"):
+    with pytest.raises(
+        ValueError, match=r"latin1.txt is not UTF-8.*0xe9 at offset 3"
+    ):
         train_bpe(bad, 300)
     with pytest.raises(TypeError, match="source must be a str"):
         train_bpe(b"bytes", 300)
@@ -201,6 +209,7 @@ def test_training_errors(tmp_path):
 
 # ---------------------------------------------------------------------------
 # A trained tokenizer
+
 
 def test_trained_round_trip_and_tiktoken_export(small, corpus):
     text = corpus[100_000:200_000] + ADVERSARIAL
@@ -217,15 +226,35 @@ def test_book_sized_tokenizer_agrees_with_tiktoken_export(corpus):
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200) | st.text())
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=200) | st.text()
+)
 def test_trained_random_text(small, text):
     ids = small.encode(text)
     assert small.decode(ids) == text
     assert small.to_tiktoken().encode(text, allowed_special="all") == ids
 
 
-PIECES = ["a", " ", "b", "\n", "'", "l", "<|end", "oftext|>", EOT, "ll", "  x",
-          "\u00e9", "s", "7", "\t", "ve", "!", "\u0301"]
+PIECES = [
+    "a",
+    " ",
+    "b",
+    "\n",
+    "'",
+    "l",
+    "<|end",
+    "oftext|>",
+    EOT,
+    "ll",
+    "  x",
+    "\u00e9",
+    "s",
+    "7",
+    "\t",
+    "ve",
+    "!",
+    "\u0301",
+]
 
 
 @given(st.lists(st.sampled_from(PIECES), max_size=60), st.integers(1, 8))
@@ -236,12 +265,18 @@ def test_encode_iterable_any_chunking(small, pieces, n):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from(PIECES), max_size=80), st.integers(1, 8), st.data())
+@given(
+    st.lists(st.sampled_from(PIECES), max_size=80),
+    st.integers(1, 8),
+    st.data(),
+)
 def test_encode_iterable_cuts_safely(small, pieces, n, draw):
     text = "".join(pieces)
     prefix = text[: draw.draw(st.integers(0, len(text)))]
     cut = small._safe_cut(prefix)
-    assert small.encode(text) == small.encode(text[:cut]) + small.encode(text[cut:])
+    assert small.encode(text) == small.encode(text[:cut]) + small.encode(
+        text[cut:]
+    )
     tok = Tokenizer(small.vocab, small.merges, special_tokens=[EOT, "<|end"])
     tok.stream_buffer = 4  # cut as often as possible
     chunks = [text[i : i + n] for i in range(0, len(text), n)]
@@ -266,15 +301,23 @@ def test_special_tokens_never_split_and_longest_wins(small):
     assert tok.eot_id == 599 and {a, ab} == {600, 601}
     assert tok.decode([ab, a]) == "<|a|><|b|><|a|>"
     plain = Tokenizer(vocab, merges)
-    assert plain.decode(plain.encode(EOT)) == EOT and len(plain.encode(EOT)) > 1
+    assert (
+        plain.decode(plain.encode(EOT)) == EOT and len(plain.encode(EOT)) > 1
+    )
 
 
 def test_decode_and_encode_errors(small):
-    with pytest.raises(ValueError, match=r"id 600 is not in the vocabulary.*0 to 599"):
+    with pytest.raises(
+        ValueError, match=r"id 600 is not in the vocabulary.*0 to 599"
+    ):
         small.decode([1, 600])
-    with pytest.raises(ValueError, match=r"token id -1 is not in the vocabulary"):
+    with pytest.raises(
+        ValueError, match=r"token id -1 is not in the vocabulary"
+    ):
         small.decode([-1])
-    with pytest.raises(TypeError, match="'float' object cannot be interpreted"):
+    with pytest.raises(
+        TypeError, match="'float' object cannot be interpreted"
+    ):
         small.decode([1.5])
     np = pytest.importorskip("numpy")
     assert small.decode(np.array([72, 105])) == "Hi"
@@ -289,15 +332,16 @@ def test_decode_and_encode_errors(small):
 # ---------------------------------------------------------------------------
 # Saving and loading
 
+
 def test_save_load_round_trip(small, tmp_path):
     path = tmp_path / "tok.json"
     small.save(path)
     loaded = Tokenizer.load(path)
     assert loaded.vocab == small.vocab and loaded.merges == small.merges
     assert loaded.special_tokens == small.special_tokens
-    assert Tokenizer.from_json(small.to_json()).encode(ADVERSARIAL) == small.encode(
+    assert Tokenizer.from_json(small.to_json()).encode(
         ADVERSARIAL
-    )
+    ) == small.encode(ADVERSARIAL)
     obj = json.loads(path.read_text())  # human readable: " t" is shown as is
     assert obj["merges"][0] == [" ", "t"] and obj["vocab"]["92"] == "\\x5c"
     assert obj["special_tokens"] == {EOT: 599}
@@ -314,14 +358,15 @@ def test_load_errors(tmp_path):
 
 def test_gpt2_exports_to_tiktoken(gpt2, tiktoken_gpt2):
     enc = gpt2.to_tiktoken("gpt2-copy")
-    assert enc.encode(ADVERSARIAL, allowed_special="all") == tiktoken_gpt2.encode(
+    assert enc.encode(
         ADVERSARIAL, allowed_special="all"
-    )
+    ) == tiktoken_gpt2.encode(ADVERSARIAL, allowed_special="all")
     assert enc.n_vocab == 50257
 
 
 # ---------------------------------------------------------------------------
 # The book's tokenizer
+
 
 @pytest.mark.slow
 def test_book_tokenizer_is_cached_and_deterministic(tmp_path, monkeypatch):
@@ -337,7 +382,9 @@ def test_book_tokenizer_is_cached_and_deterministic(tmp_path, monkeypatch):
     path.unlink()
     book_tokenizer("smoke", vocab_size=300)
     assert path.read_text() == first
-    path.write_text('{"format": "something else"}')  # stale or foreign: retrain
+    path.write_text(
+        '{"format": "something else"}'
+    )  # stale or foreign: retrain
     assert book_tokenizer("smoke", vocab_size=300).merges == tok.merges
     assert path.read_text() == first
     with pytest.raises(ValueError, match="unknown profile 'large'"):

@@ -25,8 +25,11 @@ def code_cells():
 
 
 def tagged(tag):
-    return [(nb, c) for nb, c in code_cells()
-            if tag in c["metadata"].get("tags", [])]
+    return [
+        (nb, c)
+        for nb, c in code_cells()
+        if tag in c["metadata"].get("tags", [])
+    ]
 
 
 IGNORED = tagged("nbval-ignore-output")
@@ -46,16 +49,21 @@ def test_every_cell_nbval_ignores_is_timing_or_checks_itself(nb, cell):
     assert "timing" in tags or re.search(r"^\s*assert\b", source, re.M), (
         f"{nb} cell {cell['id']} is ignored by nbval without a reason: tag "
         "it 'timing' (times, throughput, progress) or assert its result in "
-        "the cell, or use 'trained'/'sampled'")
+        "the cell, or use 'trained'/'sampled'"
+    )
     assert not {"trained", "sampled"} & set(tags), (
-        "a trained/sampled cell must not also be ignored by nbval")
+        "a trained/sampled cell must not also be ignored by nbval"
+    )
 
 
 def test_the_lists_of_special_cells():
     """What nbval does not compare exactly, per notebook (printed with -s,
     and kept from vanishing: the training chapters have such cells)."""
-    for kind, cases in [("ignored", IGNORED), ("trained", TRAINED),
-                        ("sampled", SAMPLED)]:
+    for kind, cases in [
+        ("ignored", IGNORED),
+        ("trained", TRAINED),
+        ("sampled", SAMPLED),
+    ]:
         print(kind, ids(cases))
     assert {nb for nb, _ in TRAINED} >= {"05_training", "06_generation"}
     assert {nb for nb, _ in SAMPLED} >= {"05_training", "06_generation"}
@@ -64,17 +72,21 @@ def test_the_lists_of_special_cells():
 @pytest.mark.parametrize("nb, cell", TRAINED, ids=ids(TRAINED))
 def test_trained_cell_has_measured_tolerances(nb, cell):
     entry = DATA["notebooks"].get(nb, {}).get(cell["id"])
-    assert entry, (f"{nb} cell {cell['id']} has no measured tolerances; "
-                   "run tests/measure_spread.py")
+    assert entry, (
+        f"{nb} cell {cell['id']} has no measured tolerances; "
+        "run tests/measure_spread.py"
+    )
     mask = cell["metadata"].get("llmbook", {}).get("mask")
     stored = TO.numbers_of(cell["outputs"], mask)
     assert len(stored) == len(entry["tolerance"]) == len(entry["spread"])
-    for k, (now, ref, tol, spread) in enumerate(zip(
-            stored, entry["reference"], entry["tolerance"], entry["spread"])):
+    for k, (now, ref, tol, spread) in enumerate(
+        zip(stored, entry["reference"], entry["tolerance"], entry["spread"])
+    ):
         assert tol == TO.choose_tolerance(ref, spread)
         assert tol >= spread  # every measured run is inside
         assert abs(TO.value(now) - TO.value(ref)) <= tol + 1e-9, (
-            f"number {k}: stored {now}, measured reference {ref}")
+            f"number {k}: stored {now}, measured reference {ref}"
+        )
 
 
 def _retype(outputs, k, delta, decimals=0):
@@ -83,20 +95,31 @@ def _retype(outputs, k, delta, decimals=0):
     outputs = json.loads(json.dumps(outputs))
     seen = 0
     for out in outputs:
-        fields = ([("text", out)] if out["output_type"] == "stream" else
-                  [(m, out["data"]) for m in sorted(out.get("data", {}))
-                   if not m.startswith("image/")])
+        fields = (
+            [("text", out)]
+            if out["output_type"] == "stream"
+            else [
+                (m, out["data"])
+                for m in sorted(out.get("data", {}))
+                if not m.startswith("image/")
+            ]
+        )
         for key, holder in fields:
             text = TO._join(holder[key])
             found = list(TO.NUMBER.finditer(text))
             if seen + len(found) > k:
                 m = found[k - seen]
                 token = m.group()
-                decimals = max(decimals,
-                               len(token.rstrip("%").partition(".")[2]))
+                decimals = max(
+                    decimals, len(token.rstrip("%").partition(".")[2])
+                )
                 new = f"{TO.value(token) + delta:.{decimals}f}"
-                holder[key] = text[:m.start()] + new + \
-                    ("%" if token.endswith("%") else "") + text[m.end():]
+                holder[key] = (
+                    text[: m.start()]
+                    + new
+                    + ("%" if token.endswith("%") else "")
+                    + text[m.end() :]
+                )
                 return outputs
             seen += len(found)
     raise IndexError(k)
@@ -124,14 +147,17 @@ def test_a_stored_number_moved_past_its_tolerance_fails(nb, cell):
 
 
 def test_numbers_and_text_as_printed():
-    skel, nums = TO.split("step  600: loss 4.25, 24.07% of 1,228,800; bf16 "
-                          "-2.28 2.95e+13")
+    skel, nums = TO.split(
+        "step  600: loss 4.25, 24.07% of 1,228,800; bf16 -2.28 2.95e+13"
+    )
     assert nums == ["600", "4.25", "24.07%", "1,228,800", "-2.28", "2.95e+13"]
     assert skel == "step #: loss #, # of #; bf16 # #"
     assert [TO.unit(n) for n in nums] == [1, 0.01, 0.01, 1, 0.01, 1e11]
     assert TO.value("24.07%") == 24.07 and TO.value("1,228,800") == 1228800
     assert TO.split(" 24.07%  ' not'\n  3.86%  ','", r"(?<=%)  .*$") == (
-        "#<...>\n #<...>", ["24.07%", "3.86%"])
+        "#<...>\n #<...>",
+        ["24.07%", "3.86%"],
+    )
     assert TO.choose_tolerance("4.25", 0.0) == 0
     assert TO.choose_tolerance("4.25", 0.02) == 0.04  # 1.5 x 0.02 + 0.01
 
@@ -141,40 +167,84 @@ def stream(text):
 
 
 def test_trained_comparison():
-    assert TO.compare_trained(stream("loss 4.25"), stream("loss 4.27"),
-                              [0.05]) == []
-    assert "tolerance 0.01" in TO.compare_trained(
-        stream("loss 4.25"), stream("loss 4.27"), [0.01])[0]
-    assert "text around" in TO.compare_trained(
-        stream("loss 4.25"), stream("gain 4.25"), [0.05])[0]
-    assert "no measured tolerance" in TO.compare_trained(
-        stream("loss 4.25"), stream("loss 4.25"), None)[0]
-    assert "measured for it" in TO.compare_trained(
-        stream("loss 4.25"), stream("loss 4.25"), [0.1, 0.1])[-1]
-    assert "kinds of outputs" in TO.compare_trained(
-        stream("a"), [], [])[0]
+    assert (
+        TO.compare_trained(stream("loss 4.25"), stream("loss 4.27"), [0.05])
+        == []
+    )
+    assert (
+        "tolerance 0.01"
+        in TO.compare_trained(
+            stream("loss 4.25"), stream("loss 4.27"), [0.01]
+        )[0]
+    )
+    assert (
+        "text around"
+        in TO.compare_trained(
+            stream("loss 4.25"), stream("gain 4.25"), [0.05]
+        )[0]
+    )
+    assert (
+        "no measured tolerance"
+        in TO.compare_trained(stream("loss 4.25"), stream("loss 4.25"), None)[
+            0
+        ]
+    )
+    assert (
+        "measured for it"
+        in TO.compare_trained(
+            stream("loss 4.25"), stream("loss 4.25"), [0.1, 0.1]
+        )[-1]
+    )
+    assert "kinds of outputs" in TO.compare_trained(stream("a"), [], [])[0]
     # column padding follows the width of a number
-    assert TO.compare_trained(stream("  9.50 x"), stream(" 10.50 x"),
-                              [1.5]) == []
+    assert (
+        TO.compare_trained(stream("  9.50 x"), stream(" 10.50 x"), [1.5]) == []
+    )
 
 
 def test_sampled_comparison():
-    assert TO.compare_sampled(stream("--- a\nxyz"), stream("--- a\nabc"),
-                              r"^--- .*$") == []
-    assert "differ" in TO.compare_sampled(
-        stream("--- a\nxyz"), stream("--- b\nabc"), r"^--- .*$")[0]
+    assert (
+        TO.compare_sampled(
+            stream("--- a\nxyz"), stream("--- a\nabc"), r"^--- .*$"
+        )
+        == []
+    )
+    assert (
+        "differ"
+        in TO.compare_sampled(
+            stream("--- a\nxyz"), stream("--- b\nabc"), r"^--- .*$"
+        )[0]
+    )
     assert "empty" in TO.compare_sampled(stream("x"), stream("\n"))[0]
 
 
 NOTEBOOK = {
-    "cells": [{"cell_type": "code", "execution_count": 1, "id": "c1",
-               "metadata": {"tags": ["trained"]},
-               "outputs": [{"name": "stdout", "output_type": "stream",
-                            "text": ["loss STORED\n"]}],
-               "source": ['print("loss 4.25")']}],
-    "metadata": {"kernelspec": {"display_name": "Python 3",
-                                "language": "python", "name": "python3"}},
-    "nbformat": 4, "nbformat_minor": 5}
+    "cells": [
+        {
+            "cell_type": "code",
+            "execution_count": 1,
+            "id": "c1",
+            "metadata": {"tags": ["trained"]},
+            "outputs": [
+                {
+                    "name": "stdout",
+                    "output_type": "stream",
+                    "text": ["loss STORED\n"],
+                }
+            ],
+            "source": ['print("loss 4.25")'],
+        }
+    ],
+    "metadata": {
+        "kernelspec": {
+            "display_name": "Python 3",
+            "language": "python",
+            "name": "python3",
+        }
+    },
+    "nbformat": 4,
+    "nbformat_minor": 5,
+}
 
 
 @pytest.mark.slow
@@ -185,14 +255,26 @@ def test_nbval_applies_the_tolerance(tmp_path, stored, passes):
     nb = json.loads(json.dumps(NOTEBOOK).replace("STORED", stored))
     (tmp_path / "tiny.ipynb").write_text(json.dumps(nb))
     tolerances = tmp_path / "tol.json"
-    tolerances.write_text(json.dumps(
-        {"notebooks": {"tiny": {"c1": {"tolerance": [0.05]}}}}))
+    tolerances.write_text(
+        json.dumps({"notebooks": {"tiny": {"c1": {"tolerance": [0.05]}}}})
+    )
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-c",
-         str(ROOT / "pyproject.toml"), "--rootdir", str(ROOT),
-         str(tmp_path / "tiny.ipynb")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(ROOT),
+            str(tmp_path / "tiny.ipynb"),
+        ],
         env={**os.environ, "LLMBOOK_TOLERANCES": str(tolerances)},
-        capture_output=True, text=True, cwd=ROOT)
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert (run.returncode == 0) == passes, run.stdout[-3000:]
     if not passes:
         assert "|difference| 0.15 > tolerance 0.05" in run.stdout

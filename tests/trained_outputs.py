@@ -34,13 +34,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # LLMBOOK_TOLERANCES: another file, for the tests of this module itself
-TOLERANCES = Path(os.environ.get(
-    "LLMBOOK_TOLERANCES", ROOT / "tests" / "data" / "trained_tolerances.json"))
+TOLERANCES = Path(
+    os.environ.get(
+        "LLMBOOK_TOLERANCES",
+        ROOT / "tests" / "data" / "trained_tolerances.json",
+    )
+)
 
 # A number as the chapters print it: 1,228,800  -2.28  24.07%  2.95e+13.
 # Not a digit inside a word (bf16, x86) or after a decimal point.
 NUMBER = re.compile(
-    r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?")
+    r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?"
+)
 _SPACES = re.compile(r"[ \t]+")
 
 
@@ -50,7 +55,9 @@ def _texts(outputs: list[dict]) -> list[tuple[str, str]]:
     for i, out in enumerate(outputs):
         kind = out.get("output_type")
         if kind == "stream":
-            found.append((f"output {i} ({out.get('name')})", _join(out["text"])))
+            found.append(
+                (f"output {i} ({out.get('name')})", _join(out["text"]))
+            )
         elif kind in ("execute_result", "display_data"):
             for mime, value in sorted(out.get("data", {}).items()):
                 if mime.startswith("image/"):
@@ -68,10 +75,18 @@ def _join(text) -> str:
 
 def signature(outputs: list[dict]) -> list[tuple]:
     """The kinds of outputs, which must be the same in every run."""
-    return [(o.get("output_type"), o.get("name"),
-             tuple(sorted(k for k in o.get("data", {})
-                          if not k.startswith("image/"))))
-            for o in outputs]
+    return [
+        (
+            o.get("output_type"),
+            o.get("name"),
+            tuple(
+                sorted(
+                    k for k in o.get("data", {}) if not k.startswith("image/")
+                )
+            ),
+        )
+        for o in outputs
+    ]
 
 
 def value(token: str) -> float:
@@ -80,8 +95,9 @@ def value(token: str) -> float:
 
 def unit(token: str) -> float:
     """The step of the last printed digit: 0.01 for "4.25", 1 for "600"."""
-    mantissa, _, exponent = token.replace(",", "").rstrip("%").lower() \
-        .lstrip("+-").partition("e")
+    mantissa, _, exponent = (
+        token.replace(",", "").rstrip("%").lower().lstrip("+-").partition("e")
+    )
     decimals = len(mantissa.partition(".")[2])
     return 10.0 ** (int(exponent or 0) - decimals)
 
@@ -100,14 +116,19 @@ def numbers_of(outputs: list[dict], mask: str | None = None) -> list[str]:
     return [n for _, text in _texts(outputs) for n in split(text, mask)[1]]
 
 
-def compare_trained(stored: list[dict], new: list[dict],
-                    tolerance: list[float] | None,
-                    mask: str | None = None) -> list[str]:
+def compare_trained(
+    stored: list[dict],
+    new: list[dict],
+    tolerance: list[float] | None,
+    mask: str | None = None,
+) -> list[str]:
     """Problems found comparing a ``trained`` cell's new outputs with the
     stored ones (empty: they agree)."""
     if signature(stored) != signature(new):
-        return [f"the kinds of outputs differ: stored {signature(stored)}, "
-                f"new {signature(new)}"]
+        return [
+            f"the kinds of outputs differ: stored {signature(stored)}, "
+            f"new {signature(new)}"
+        ]
     problems, k = [], 0
     for (what, old_text), (_, new_text) in zip(_texts(stored), _texts(new)):
         old_skel, old_nums = split(old_text, mask)
@@ -115,34 +136,42 @@ def compare_trained(stored: list[dict], new: list[dict],
         if old_skel != new_skel or len(old_nums) != len(new_nums):
             problems.append(
                 f"{what}: the text around the numbers differs\n"
-                f"  stored: {old_text!r}\n  new:    {new_text!r}")
+                f"  stored: {old_text!r}\n  new:    {new_text!r}"
+            )
             k += len(old_nums)
             continue
         for old, now in zip(old_nums, new_nums):
             if tolerance is None or k >= len(tolerance):
                 problems.append(
                     f"{what}: no measured tolerance for number {k} ({old}); "
-                    "run tests/measure_spread.py")
+                    "run tests/measure_spread.py"
+                )
             else:
                 diff = abs(value(old) - value(now))
                 if not diff <= tolerance[k] + 1e-9 * max(1.0, abs(value(old))):
                     problems.append(
                         f"{what}: number {k} is {now}, stored {old}: "
-                        f"|difference| {diff:.4g} > tolerance {tolerance[k]:g}")
+                        f"|difference| {diff:.4g} > tolerance {tolerance[k]:g}"
+                    )
             k += 1
     if tolerance is not None and k != len(tolerance):
-        problems.append(f"the cell prints {k} numbers but "
-                        f"{len(tolerance)} tolerances were measured for it; "
-                        "run tests/measure_spread.py again")
+        problems.append(
+            f"the cell prints {k} numbers but "
+            f"{len(tolerance)} tolerances were measured for it; "
+            "run tests/measure_spread.py again"
+        )
     return problems
 
 
-def compare_sampled(stored: list[dict], new: list[dict],
-                    keep: str | None = None) -> list[str]:
+def compare_sampled(
+    stored: list[dict], new: list[dict], keep: str | None = None
+) -> list[str]:
     """Problems found checking a ``sampled`` cell's properties."""
     if signature(stored) != signature(new):
-        return [f"the kinds of outputs differ: stored {signature(stored)}, "
-                f"new {signature(new)}"]
+        return [
+            f"the kinds of outputs differ: stored {signature(stored)}, "
+            f"new {signature(new)}"
+        ]
     problems = []
     for (what, old_text), (_, new_text) in zip(_texts(stored), _texts(new)):
         if not new_text.strip():
@@ -152,8 +181,10 @@ def compare_sampled(stored: list[dict], new: list[dict],
             old_keep = pattern.findall(old_text)
             new_keep = pattern.findall(new_text)
             if old_keep != new_keep:
-                problems.append(f"{what}: lines matching {keep!r} differ: "
-                                f"stored {old_keep}, new {new_keep}")
+                problems.append(
+                    f"{what}: lines matching {keep!r} differ: "
+                    f"stored {old_keep}, new {new_keep}"
+                )
     return problems
 
 
@@ -164,7 +195,9 @@ def load_tolerances(path: Path | None = None) -> dict:
     return json.loads(path.read_text())
 
 
-def tolerance_for(data: dict, notebook: str, cell_id: str) -> list[float] | None:
+def tolerance_for(
+    data: dict, notebook: str, cell_id: str
+) -> list[float] | None:
     entry = data["notebooks"].get(notebook, {}).get(cell_id)
     return None if entry is None else entry["tolerance"]
 

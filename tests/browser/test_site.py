@@ -162,16 +162,20 @@ def open_page(browser, url):
     errors = []
     page.on(
         "console",
-        lambda m: errors.append(f"console {m.type}: {m.text}")
-        if m.type == "error"
-        else None,
+        lambda m: (
+            errors.append(f"console {m.type}: {m.text}")
+            if m.type == "error"
+            else None
+        ),
     )
     page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
     page.on(
         "requestfailed",
-        lambda r: errors.append(f"request failed: {r.url} ({r.failure})")
-        if r.url.startswith(browser.site)
-        else None,
+        lambda r: (
+            errors.append(f"request failed: {r.url} ({r.failure})")
+            if r.url.startswith(browser.site)
+            else None
+        ),
     )
     first_blocked = len(browser.blocked)
     response = page.goto(url, wait_until="load")
