@@ -112,6 +112,32 @@ def causal_attention(
     return weights @ v
 
 
+def _cpu_bf16_flash_works() -> bool:
+    """Whether PyTorch's fused CPU attention runs in bfloat16 here. It does
+    on real CPUs. It does not where a CPU has AMX tiles but PyTorch's
+    AVX-512 kernels are switched off (``ATEN_CPU_CAPABILITY=avx2``, which
+    the book's tests use to simulate another processor): torch 2.13 then
+    raises "pack_vnni2 is only supported when avx512 is supported"."""
+    q = torch.zeros(1, 1, 128, 64, dtype=torch.bfloat16)  # a failing shape
+    try:
+        F.scaled_dot_product_attention(q, q, q, is_causal=True)
+    except RuntimeError:
+        return False
+    return True
+
+
+# Decided once, at import: a constant, which torch.compile can specialise on.
+CPU_BF16_FLASH = _cpu_bf16_flash_works()
+
+
+def use_fused(q: torch.Tensor) -> bool:
+    """False only for bfloat16 on a CPU whose fused kernel fails (above):
+    the written-out attention computes the same there."""
+    return CPU_BF16_FLASH or not (
+        q.dtype == torch.bfloat16 and q.device.type == "cpu"
+    )
+
+
 def fused_causal_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -127,6 +153,8 @@ def fused_causal_attention(
     when T_q == T_k; a single new query (T_q == 1) may see every key, and a
     chunk of new queries after cached ones needs the explicit mask.
     """
+    if not use_fused(q):
+        return causal_attention(q, k, v, dropout_p, training, mask, causal)
     t_q, t_k = q.size(-2), k.size(-2)
     p = dropout_p if training else 0.0
     if mask is None and not causal:

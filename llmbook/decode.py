@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from llmbook.attention import causal_attention, use_fused
 from llmbook.generate import sample_next
 from llmbook.model import GPT
 
@@ -223,9 +224,14 @@ class Decoder:
             q, k = _rope_at(q, cos, sin), _rope_at(k, cos, sin)
         self.k[layer].index_copy_(2, slots, k)  # in place: (B, nh, L, hs)
         self.v[layer].index_copy_(2, slots, v)
-        y = F.scaled_dot_product_attention(
-            q, self.k[layer], self.v[layer], attn_mask=mask
-        )  # (B, nh, T, hs)
+        if use_fused(q):
+            y = F.scaled_dot_product_attention(
+                q, self.k[layer], self.v[layer], attn_mask=mask
+            )  # (B, nh, T, hs)
+        else:  # bfloat16 where the fused CPU kernel fails (attention.py)
+            y = causal_attention(
+                q, self.k[layer], self.v[layer], mask=mask, causal=False
+            )
         y = y.transpose(1, 2).reshape(B, T, C)
         return attn.c_proj(y)  # (B, T, C)
 

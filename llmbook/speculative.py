@@ -50,6 +50,7 @@ __all__ = [
     "probabilities",
     "speculative_accept",
     "greedy_accept",
+    "expected_tokens_per_round",
     "SpeculativeDecoder",
     "SpeculativeStats",
     "DRAFT_PRESETS",
@@ -140,6 +141,25 @@ def speculative_accept(
     residual = torch.where(mass > 0, residual / mass.clamp_min(1e-30), p_j)
     nxt = torch.multinomial(residual, 1, generator=generator).squeeze(-1)
     return n_acc, nxt
+
+
+def expected_tokens_per_round(alpha: float, k: int) -> float:
+    """The tokens a round emits on average when each of the k draft tokens
+    is accepted with probability ``alpha``, independently of the others
+    (Leviathan et al. 2023): the first i are kept with probability
+    alpha**i, and the target adds one token, so
+    1 + alpha + ... + alpha**k = (1 - alpha**(k + 1)) / (1 - alpha)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+        raise TypeError(f"alpha must be a number, got {alpha!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha is a probability, in [0, 1]; got {alpha!r}")
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"k must be an int, got {k!r}")
+    if k < 1:
+        raise ValueError(f"k is the number of draft tokens, >= 1; got {k}")
+    if alpha == 1.0:  # every draft kept: k of them and the target's one
+        return float(k + 1)
+    return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
 
 
 @dataclass
@@ -330,23 +350,28 @@ DRAFT_PRESETS: dict[str, dict] = {
 }
 
 
-def draft_config(profile: str = "book") -> TrainConfig:
+def draft_config(profile: str = "book", **overrides) -> TrainConfig:
     """The draft's TrainConfig for ``profile``: the target's settings (same
-    tokenizer, data, batches, schedule) with a smaller model."""
+    tokenizer, data, batches, schedule) with a smaller model, and
+    ``overrides`` of them (e.g. ``seed=1``, ``max_steps=2``)."""
     if profile not in DRAFT_PRESETS:
         raise ValueError(
             f"unknown profile {profile!r}; choose one of {list(DRAFT_PRESETS)}"
         )
     out = data_dir() / "checkpoints" / f"draft-{profile}"
-    return TrainConfig(**{**DRAFT_PRESETS[profile], "out_dir": str(out)})
+    settings = {**DRAFT_PRESETS[profile], **overrides, "out_dir": str(out)}
+    return TrainConfig(**settings)
 
 
-def draft_checkpoint(profile: str = "book", progress: bool = False) -> Path:
-    """The path of the draft model for ``profile``, trained (by
-    ``llmbook.loop.train``, deterministically) the first time and cached in
-    ``data_dir()/checkpoints/draft-<profile>/ckpt.pt``, keyed like the
-    book's runs (``llmbook.runs.run_key``: settings, data, code, versions)."""
-    cfg = draft_config(profile)
+def draft_checkpoint(
+    profile: str = "book", progress: bool = False, **overrides
+) -> Path:
+    """The path of the draft model for ``profile`` (and ``overrides`` of its
+    settings), trained (by ``llmbook.loop.train``, deterministically) the
+    first time and cached in ``data_dir()/checkpoints/draft-<profile>/``,
+    keyed like the book's runs (``llmbook.runs.run_key``: settings, data,
+    code, versions): other settings train it again."""
+    cfg = draft_config(profile, **overrides)
     directory = Path(cfg.out_dir)
     path, key_file = directory / "ckpt.pt", directory / "cache_key.json"
     key = run_key(cfg)

@@ -421,3 +421,22 @@ def test_module_with_padding_mask_fast_and_written_out_agree(positions):
     # row 0's real tokens, left-padded by 2, as if alone
     alone = attn(x[:1, 2:], rope)
     torch.testing.assert_close(outs[0][:1, 2:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_falls_back_where_the_fused_cpu_kernel_fails(monkeypatch):
+    """Where PyTorch's fused CPU kernel refuses bfloat16 (an AMX CPU with
+    ATEN_CPU_CAPABILITY=avx2), the written-out attention answers instead:
+    the model and the fast decoder still run, and agree with the fused
+    kernel to bfloat16's precision."""
+    import llmbook.attention as A
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 16, 8, dtype=torch.bfloat16) for _ in "qkv")
+    fused = A.fused_causal_attention(q, k, v)
+    monkeypatch.setattr(A, "CPU_BF16_FLASH", False)
+    assert not A.use_fused(q) and A.use_fused(q.float())
+    written = A.fused_causal_attention(q, k, v)
+    torch.testing.assert_close(written, fused, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(
+        written, A.causal_attention(q, k, v), rtol=0, atol=0
+    )
