@@ -20,6 +20,11 @@ reads top to bottom like the book:
 - ``quantize``    smaller weights: bfloat16, int8 weight-only quantization
 - ``speculative`` speculative decoding: a draft model guesses, the target
   checks
+- ``lora``        LoRA from scratch: low-rank adapters, merging, checked
+  against peft
+- ``finetune_data`` labelled data from the plays, JSON-lines files
+- ``finetune``    a classifier and an instruction follower from a pretrained
+  GPT; the finetuning loop and command line
 - ``manual_grad`` appendix A: backpropagation by hand, checked against autograd
 - ``exercises``   appendix B: checks for the coding exercises
 - ``bench_tokenizer``, ``bench_train``  the speed comparisons that the
@@ -45,6 +50,9 @@ MODULE_ORDER = (
     "decode",
     "quantize",
     "speculative",
+    "lora",
+    "finetune_data",
+    "finetune",
     "manual_grad",
     "exercises",
     "bench_tokenizer",
