@@ -33,6 +33,7 @@ CHAPTERS = {
     "A": "A_backprop",
     "5": "05_training",
     "6": "06_generation",
+    "7": "07_fast_generation",
 }
 
 
@@ -584,6 +585,60 @@ def _topp_no_check(logits, p):
     return logits.masked_fill(drop, float("-inf"))
 
 
+def _quant_scale(w, divisor=127.0, zero_row=True, check=True):
+    if check and (w.dim() != 2 or not w.dtype.is_floating_point):
+        raise ValueError("w must be a 2-D float matrix")
+    if check and not torch.isfinite(w).all():
+        raise ValueError("inf or NaN")
+    amax = w.abs().amax(dim=1)
+    if zero_row:
+        amax = torch.where(amax > 0, amax, torch.full_like(amax, divisor))
+    scale = amax / divisor
+    q = torch.round(w / scale[:, None]).clamp(-127, 127)
+    return q.to(torch.int8), scale
+
+
+def _quant_truncates(w):
+    q, scale = _quant_scale(w)
+    return torch.trunc(w / scale[:, None]).to(torch.int8), scale
+
+
+def _greedy_rule(draft_tokens, target_logits, leading=True, bonus=False):
+    B, k = draft_tokens.shape
+    if target_logits.shape[:2] != (B, k + 1):
+        raise ValueError("shapes")
+    best = target_logits.argmax(-1)
+    agree = (best[:, :k] == draft_tokens).long()
+    n = agree.cumprod(-1).sum(-1) if leading else agree.sum(-1)
+    nxt = best[:, k] if bonus else best[torch.arange(B), n]
+    return n, nxt
+
+
+def _greedy_no_check(draft_tokens, target_logits):
+    best = target_logits.argmax(-1)
+    k = draft_tokens.shape[-1]
+    agree = (best[..., :k] == draft_tokens).long()
+    n = agree.cumprod(-1).sum(-1)
+    return n, best.gather(-1, n[..., None]).squeeze(-1)
+
+
+def _round(alpha, k, bonus=True, check=True):
+    if check and (isinstance(k, bool) or not isinstance(k, int)):
+        raise TypeError("k must be an int")
+    if check and (not 0 <= alpha <= 1 or k < 1):
+        raise ValueError("alpha in [0, 1], k >= 1")
+    total = sum(alpha**i for i in range(1, k + 1))
+    return total + 1 if bonus else total
+
+
+def _round_formula(alpha, k):
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError("k must be an int")
+    if not 0 <= alpha <= 1 or k < 1:
+        raise ValueError("alpha in [0, 1], k >= 1")
+    return (1 - alpha ** (k + 1)) / (1 - alpha)
+
+
 WRONG = [
     ("1.1", "the first id as a target, with an empty context", _pairs_t0),
     ("1.1", "a negative slice start wraps around", _pairs_wrap),
@@ -664,6 +719,36 @@ WRONG = [
     ("6.3", "drops the token that crosses p", _topp_cumsum),
     ("6.3", "mass summed in vocabulary order", _topp_unsorted),
     ("6.3", "p outside (0, 1] accepted", _topp_no_check),
+    ("7.1", "scale max/128", lambda w: _quant_scale(w, divisor=128.0)),
+    ("7.1", "truncated, not rounded", _quant_truncates),
+    (
+        "7.1",
+        "a zero row divides by zero",
+        lambda w: _quant_scale(w, zero_row=False),
+    ),
+    ("7.1", "bad weights accepted", lambda w: _quant_scale(w, check=False)),
+    (
+        "7.2",
+        "every match counted, not the leading ones",
+        lambda d, t: _greedy_rule(d, t, leading=False),
+    ),
+    (
+        "7.2",
+        "always the bonus token",
+        lambda d, t: _greedy_rule(d, t, bonus=True),
+    ),
+    ("7.2", "shapes not checked", _greedy_no_check),
+    (
+        "7.3",
+        "the target's own token forgotten",
+        lambda a, k: _round(a, k, bonus=False),
+    ),
+    ("7.3", "alpha = 1 divides by zero", _round_formula),
+    (
+        "7.3",
+        "bad alpha and k accepted",
+        lambda a, k: _round(a, k, check=False),
+    ),
 ]
 
 

@@ -27,9 +27,17 @@ def _renumber(app, env):
         if not exercises:
             continue
         appendix = APPENDIX.search(docname)
+        # unnumbered documents share one counter, so appendix C's first
+        # exercise would follow appendix A's last: count each from 1
+        single = sorted(
+            (number, label)
+            for label, number in exercises.items()
+            if len(number) == 1
+        )
+        position = {label: k for k, (_, label) in enumerate(single, 1)}
         for label, number in exercises.items():
             if appendix and len(number) == 1:
-                exercises[label] = (appendix.group(1), number[0])
+                exercises[label] = (appendix.group(1), position[label])
             elif latex and len(number) == 3:
                 exercises[label] = (number[0], number[2])
     return []
