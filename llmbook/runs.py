@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,13 +151,14 @@ def book_checkpoint(
 
 @dataclass
 class RunCheck:
-    """The verdict of ``check_run``: ``ok``, and a message for people."""
+    """The verdict of ``check_run``: ``ok``, and a message for people
+    (printed in lines of at most 79 characters, the book's code width)."""
 
     ok: bool
     message: str
 
     def __str__(self) -> str:
-        return self.message
+        return textwrap.fill(self.message, 79)
 
 
 def expected_band() -> dict:

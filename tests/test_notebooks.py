@@ -7,7 +7,9 @@ The stored outputs of the "book" profile are checked separately by nbval
 (`pytest --nbval`), which re-executes each notebook and compares.
 """
 
+import concurrent.futures
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -114,19 +116,16 @@ def wheel_env(tmp_path_factory):
     return python, notebooks
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_from_an_installed_wheel(notebook, wheel_env):
-    python, notebooks = wheel_env
-    out = notebooks / f"out-{notebook.name}"
-    # papermill in the wheel's environment: its kernel is that python
-    run = subprocess.run(
+def _smoke_run(python, notebooks, name):
+    """papermill in the wheel's environment (its kernel is that python),
+    one thread: two of these run at once on a two-core machine."""
+    return subprocess.run(
         [
             str(python),
             "-m",
             "papermill",
-            notebook.name,
-            out.name,
+            name,
+            f"out-{name}",
             "-p",
             "profile",
             "smoke",
@@ -137,7 +136,36 @@ def test_notebook_runs_from_an_installed_wheel(notebook, wheel_env):
         cwd=notebooks,
         capture_output=True,
         text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )
+
+
+@pytest.fixture(scope="module")
+def wheel_runs(wheel_env, request):
+    """The smoke runs of every selected notebook, started together two at
+    a time (they are seconds of mostly single-threaded start-up each); a
+    test waits for its own. {notebook name: future of CompletedProcess}."""
+    python, notebooks = wheel_env
+    selected = [
+        item.callspec.params["notebook"].name
+        for item in request.session.items
+        if getattr(item, "originalname", None)  # nbval's cells have none
+        == "test_notebook_runs_from_an_installed_wheel"
+    ]
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    runs = {n: pool.submit(_smoke_run, python, notebooks, n) for n in selected}
+    yield runs
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_from_an_installed_wheel(
+    notebook, wheel_env, wheel_runs
+):
+    _, notebooks = wheel_env
+    out = notebooks / f"out-{notebook.name}"
+    run = wheel_runs[notebook.name].result()
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     cells = json.loads(out.read_text())["cells"]
     assert all(
@@ -147,17 +175,43 @@ def test_notebook_runs_from_an_installed_wheel(notebook, wheel_env):
     )
 
 
-# The gpu profile's settings on the CPU: the chapters that train take a
-# max_steps parameter, so two steps exercise the same code.
-GPU_STEPS = {"05_training": 2, "06_generation": 2}
+# The gpu profile's settings on the CPU, at a size a CPU finishes in
+# seconds: the chapters that train take max_steps, eval_iters and
+# batch_size parameters (two steps of 4 windows and two evaluation batches
+# run the same code as 3000 steps of 64 and 20 batches: the gpu model's
+# evaluation alone took minutes on the CPU, two steps of 64 windows a
+# minute and a half), and those that time models at the gpu
+# profile's sizes (up to 8192 tokens of attention, GPT-2 small) take
+# timing="smoke", which shrinks only the timed sizes.
+GPU_PARAMS = {
+    "03_attention": {"timing": "smoke"},
+    "05_training": {"max_steps": 2, "eval_iters": 2, "batch_size": 4},
+    "06_generation": {
+        "max_steps": 2,
+        "eval_iters": 2,
+        "batch_size": 4,
+        "timing": "smoke",
+    },
+    "07_fast_generation": {
+        "max_steps": 2,
+        "eval_iters": 2,
+        "batch_size": 4,
+        "timing": "smoke",
+    },
+    "08_classification": {"max_steps": 2, "eval_iters": 2, "batch_size": 4},
+    "09_instruction_tuning": {
+        "max_steps": 2,
+        "eval_iters": 2,
+        "batch_size": 4,
+    },
+}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_with_the_gpu_settings(notebook, tmp_path):
     params = {"profile": "gpu", "device": "cpu"}
-    if notebook.stem in GPU_STEPS:
-        params["max_steps"] = GPU_STEPS[notebook.stem]
+    params.update(GPU_PARAMS.get(notebook.stem, {}))
     papermill.execute_notebook(
         str(notebook),
         str(tmp_path / notebook.name),

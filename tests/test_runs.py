@@ -208,11 +208,15 @@ def result(losses, final, **settings):
 def test_check_run_inside_the_band():
     check = runs.check_run(result([5.05, 4.41], 4.42, seed=7), BAND)
     assert check.ok
-    assert str(check) == (
+    assert check.message == (
         "normal: the validation loss is inside the "
         "expected band at all 2 evaluations and at the end "
         "(expected there: 4.40 +- 0.05 nats per token)"
     )
+    # printed, it fits the book's code column, every word kept
+    lines = str(check).splitlines()
+    assert len(lines) == 2 and max(map(len, lines)) <= 79
+    assert " ".join(lines) == check.message
 
 
 def test_check_run_outside_the_band_says_where_and_why():

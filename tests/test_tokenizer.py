@@ -100,8 +100,11 @@ def test_gpt2_whole_corpus(gpt2, tiktoken_gpt2, corpus):
 @settings(max_examples=150, deadline=None)
 @given(st.text())
 def test_gpt2_random_text(gpt2, tiktoken_gpt2, text):
+    # Hypothesis also draws string constants from the code under test, so
+    # "<|endoftext|>" turns up: ours reads it as the special token, as
+    # tiktoken does when special tokens are allowed.
     ids = gpt2.encode(text)
-    assert ids == tiktoken_gpt2.encode(text, disallowed_special=())
+    assert ids == tiktoken_gpt2.encode(text, allowed_special="all")
     assert gpt2.decode(ids) == text
 
 

@@ -47,6 +47,7 @@ NUMBER = re.compile(
     r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?%?"
 )
 _SPACES = re.compile(r"[ \t]+")
+_PADDED = re.compile(r"([(\[]) #")
 
 
 def _texts(outputs: list[dict]) -> list[tuple[str, str]]:
@@ -93,13 +94,33 @@ def value(token: str) -> float:
     return float(token.replace(",", "").rstrip("%"))
 
 
-def unit(token: str) -> float:
-    """The step of the last printed digit: 0.01 for "4.25", 1 for "600"."""
+def _parts(token: str) -> tuple[str, str]:
+    """(mantissa, exponent) of a printed number: ("2.5", "-21")."""
     mantissa, _, exponent = (
         token.replace(",", "").rstrip("%").lower().lstrip("+-").partition("e")
     )
-    decimals = len(mantissa.partition(".")[2])
-    return 10.0 ** (int(exponent or 0) - decimals)
+    return mantissa, exponent
+
+
+def decimals(token: str) -> int:
+    """Digits after the mantissa's point: 2 for "4.25", 1 for "2.5e-21"."""
+    return len(_parts(token)[0].partition(".")[2])
+
+
+def unit(token: str) -> float:
+    """The step of the last printed digit: 0.01 for "4.25", 1 for "600"."""
+    return 10.0 ** (int(_parts(token)[1] or 0) - decimals(token))
+
+
+def slack(token: str) -> float:
+    """Float rounding allowed on top of a tolerance, relative to the number
+    (so that a p-value of 1e-21 is checked too)."""
+    return 1e-9 * max(unit(token), abs(value(token)))
+
+
+def significant(x: float) -> float:
+    """``x`` to 12 significant digits (not decimals: a spread of 1e-21)."""
+    return float(f"{x:.12g}")
 
 
 def split(text: str, mask: str | None = None) -> tuple[str, list[str]]:
@@ -109,6 +130,8 @@ def split(text: str, mask: str | None = None) -> tuple[str, list[str]]:
         text = re.sub(mask, "<...>", text, flags=re.MULTILINE)
     numbers = NUMBER.findall(text)
     skeleton = _SPACES.sub(" ", NUMBER.sub("#", text)).strip()
+    # padding inside a bracket, "( 7.7%" beside "(10.3%", is width too
+    skeleton = _PADDED.sub(r"\1#", skeleton)
     return skeleton, numbers
 
 
@@ -148,7 +171,7 @@ def compare_trained(
                 )
             else:
                 diff = abs(value(old) - value(now))
-                if not diff <= tolerance[k] + 1e-9 * max(1.0, abs(value(old))):
+                if not diff <= tolerance[k] + slack(old):
                     problems.append(
                         f"{what}: number {k} is {now}, stored {old}: "
                         f"|difference| {diff:.4g} > tolerance {tolerance[k]:g}"
@@ -202,13 +225,37 @@ def tolerance_for(
     return None if entry is None else entry["tolerance"]
 
 
+def spread_of(values: list[str]) -> float:
+    """The measured spread of one number: the range (largest minus smallest)
+    of its values over all the runs, the stored outputs included. Not the
+    distance to one reference run: the stored output and a reader's run are
+    two draws from the same spread, and either may lie at its edge."""
+    xs = [value(v) for v in values]
+    return significant(max(xs) - min(xs))
+
+
 def choose_tolerance(reference: str, spread: float) -> float:
-    """The tolerance of one number from its measured spread (the largest
-    |variant - reference| over the runs): exact where no run differed,
-    else 1.5 x the spread (the largest of a few draws underestimates the
-    range) plus one step of the last printed digit (rounding), rounded up
+    """The tolerance of one number from its measured spread (the range of
+    its values over the runs): exact where no run differed, else 1.5 x the
+    spread (the range of a few draws underestimates the range of all
+    machines) plus one step of the last printed digit (rounding), rounded up
     to that step."""
     if spread == 0:
         return 0.0
     step = unit(reference)
-    return round(math.ceil((1.5 * spread + step) / step - 1e-9) * step, 12)
+    return significant(math.ceil((1.5 * spread + step) / step - 1e-9) * step)
+
+
+def entry_of(runs: dict[str, list[str]]) -> dict:
+    """The tolerance entry of one cell from its numbers in each run (a dict
+    run name -> printed numbers, with a "reference" run)."""
+    ref = runs["reference"]
+    spread = [
+        spread_of([nums[i] for nums in runs.values()]) for i in range(len(ref))
+    ]
+    return {
+        "reference": ref,
+        "variants": {n: v for n, v in runs.items() if n != "reference"},
+        "spread": spread,
+        "tolerance": [choose_tolerance(r, s) for r, s in zip(ref, spread)],
+    }
