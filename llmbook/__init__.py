@@ -4,6 +4,7 @@ Modules, in the order data flows through them. Each imports only modules
 above it in this list (tests/test_imports.py checks it), so the package
 reads top to bottom like the book:
 
+- ``timing``      how often the chapters' timings repeat, and CI's switch
 - ``data``        text and vocabularies from package registries; token arrays
 - ``tokenizer``   byte-level BPE, trained from scratch, GPT-2 compatible
 - ``attention``   causal self-attention, masks, RoPE, the KV cache
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 # The order above, as data: tests/test_imports.py fails on an import of a
 # module listed later than the importing one.
 MODULE_ORDER = (
+    "timing",
     "data",
     "tokenizer",
     "attention",
