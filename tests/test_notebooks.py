@@ -1,10 +1,23 @@
-"""Every chapter runs top to bottom outside the repository, from an installed
-wheel, with the seconds-long "smoke" profile; and with the "gpu" profile's
-settings (on the CPU, a couple of training steps), so that a typo in a
-chapter's gpu branch cannot hide until a reader with a GPU finds it.
+"""Every chapter's second run in CI (nbval's run of the `book` profile is
+the first): top to bottom, outside the repository, from an installed wheel,
+with the `gpu` profile's settings at a toy size on the CPU.
 
-The stored outputs of the "book" profile are checked separately by nbval
-(`pytest --nbval`), which re-executes each notebook and compares.
+One run checks what two runs used to:
+- the wheel: the package's files and data ship, and no chapter reads a file
+  of the repository (the notebooks run in a folder of their own, with
+  llmbook imported from the wheel, never from the checkout);
+- the gpu branch: each chapter's `gpu` settings and the code they reach
+  (the gpu presets, dropout, the gpu tokenizer and checkpoints), so that a
+  typo there cannot hide until a reader with a GPU finds it. The chapters
+  that train take max_steps, eval_iters and batch_size (two steps of 4
+  windows run the same code as 3000 steps of 64), and those that time
+  models at the gpu profile's sizes (attention over 8192 tokens, GPT-2
+  small) take timing="smoke", which shrinks only the timed sizes.
+
+The stored outputs of the `book` profile are checked by nbval (`pytest
+--nbval`), which re-executes each notebook and compares. The `smoke`
+profile's tables are checked for the same keys as the others in
+tests/test_book.py.
 """
 
 import concurrent.futures
@@ -14,19 +27,51 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import time
 import zipfile
 from pathlib import Path
 
-import papermill
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
 
+# The gpu profile's settings at a size a CPU finishes in seconds.
+TOY = {"max_steps": 2, "eval_iters": 2, "batch_size": 4}
+GPU_PARAMS = {
+    "03_attention": {"timing": "smoke"},
+    "05_training": TOY,
+    "06_generation": {**TOY, "timing": "smoke"},
+    "07_fast_generation": {**TOY, "timing": "smoke"},
+    "08_classification": TOY,
+    "09_instruction_tuning": TOY,
+}
+
+
+def params_for(notebook: Path) -> dict:
+    return {"profile": "gpu", "device": "cpu"} | GPU_PARAMS.get(
+        notebook.stem, {}
+    )
+
 
 def test_every_notebook_is_found():
     assert NOTEBOOKS, f"no notebooks in {BOOK}"
+
+
+def test_the_toy_settings_name_real_parameters():
+    """A parameter the notebook does not have would be injected and
+    ignored: the run would then train at the gpu profile's full size."""
+    for nb in NOTEBOOKS:
+        cells = json.loads(nb.read_text())["cells"]
+        (params,) = [
+            c
+            for c in cells
+            if "parameters" in c.get("metadata", {}).get("tags", [])
+        ]
+        source = "".join(params["source"])
+        for name in params_for(nb):
+            assert f"\n{name} = " in f"\n{source}", (nb.name, name)
 
 
 @pytest.fixture(scope="module")
@@ -46,19 +91,10 @@ def wheel_env(tmp_path_factory):
     )
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip"]
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(work / "dist"),
-            str(source),
-        ],
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(work / "dist"), str(source)],
         check=True,
     )
     (wheel,) = (work / "dist").glob("llmbook-*.whl")
@@ -72,30 +108,18 @@ def wheel_env(tmp_path_factory):
         [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True
     )
     python = venv / "bin" / "python"
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     site = Path(
         subprocess.run(
-            [
-                str(python),
-                "-c",
-                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-            ],
+            [str(python), "-c", purelib],
             check=True,
             capture_output=True,
             text=True,
         ).stdout.strip()
     )
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--target",
-            str(site),
-            str(wheel),
-        ],
+        [*pip, "install", "-q", "--no-deps", "--target", str(site)]
+        + [str(wheel)],
         check=True,
     )
     (site / "_llmbook_test_deps.pth").write_text(
@@ -116,107 +140,69 @@ def wheel_env(tmp_path_factory):
     return python, notebooks
 
 
-def _smoke_run(python, notebooks, name):
+def _second_run(python, notebooks, notebook: Path):
     """papermill in the wheel's environment (its kernel is that python),
-    one thread: two of these run at once on a two-core machine."""
-    return subprocess.run(
-        [
-            str(python),
-            "-m",
-            "papermill",
-            name,
-            f"out-{name}",
-            "-p",
-            "profile",
-            "smoke",
-            "--cwd",
-            str(notebooks),
-            "--no-progress-bar",
-        ],
+    one thread. Returns (CompletedProcess, seconds)."""
+    params = []
+    for name, value in params_for(notebook).items():
+        params += ["-p", name, str(value)]
+    t0 = time.perf_counter()
+    run = subprocess.run(
+        [str(python), "-m", "papermill", notebook.name]
+        + [f"out-{notebook.name}", *params]
+        + ["--cwd", str(notebooks), "--no-progress-bar"],
         cwd=notebooks,
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
     )
+    return run, time.perf_counter() - t0
 
 
 @pytest.fixture(scope="module")
-def wheel_runs(wheel_env, request):
-    """The smoke runs of every selected notebook, started together two at
-    a time (they are seconds of mostly single-threaded start-up each); a
-    test waits for its own. {notebook name: future of CompletedProcess}."""
+def second_runs(wheel_env, request):
+    """The runs of every selected notebook, started together: two at a time
+    when this is the only pytest process, one at a time in a pytest-xdist
+    worker (the other worker has the other core). A test waits for its own.
+    {notebook name: future of (CompletedProcess, seconds)}."""
     python, notebooks = wheel_env
     selected = [
-        item.callspec.params["notebook"].name
+        item.callspec.params["notebook"]
         for item in request.session.items
         if getattr(item, "originalname", None)  # nbval's cells have none
-        == "test_notebook_runs_from_an_installed_wheel"
+        == "test_notebook_runs_from_a_wheel_with_the_gpu_settings"
     ]
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
-    runs = {n: pool.submit(_smoke_run, python, notebooks, n) for n in selected}
+    workers = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    runs = {
+        nb.name: pool.submit(_second_run, python, notebooks, nb)
+        for nb in selected
+    }
     yield runs
     pool.shutdown(cancel_futures=True)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_from_an_installed_wheel(
-    notebook, wheel_env, wheel_runs
+def test_notebook_runs_from_a_wheel_with_the_gpu_settings(
+    notebook, wheel_env, second_runs, record_property
 ):
     _, notebooks = wheel_env
-    out = notebooks / f"out-{notebook.name}"
-    run = wheel_runs[notebook.name].result()
+    run, seconds = second_runs[notebook.name].result()
+    record_property("second_run_seconds", round(seconds, 1))
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    cells = json.loads(out.read_text())["cells"]
-    assert all(
-        o.get("output_type") != "error"
-        for c in cells
+    out = json.loads((notebooks / f"out-{notebook.name}").read_text())
+    errors = [
+        o
+        for c in out["cells"]
         for o in c.get("outputs", [])
-    )
-
-
-# The gpu profile's settings on the CPU, at a size a CPU finishes in
-# seconds: the chapters that train take max_steps, eval_iters and
-# batch_size parameters (two steps of 4 windows and two evaluation batches
-# run the same code as 3000 steps of 64 and 20 batches: the gpu model's
-# evaluation alone took minutes on the CPU, two steps of 64 windows a
-# minute and a half), and those that time models at the gpu
-# profile's sizes (up to 8192 tokens of attention, GPT-2 small) take
-# timing="smoke", which shrinks only the timed sizes.
-GPU_PARAMS = {
-    "03_attention": {"timing": "smoke"},
-    "05_training": {"max_steps": 2, "eval_iters": 2, "batch_size": 4},
-    "06_generation": {
-        "max_steps": 2,
-        "eval_iters": 2,
-        "batch_size": 4,
-        "timing": "smoke",
-    },
-    "07_fast_generation": {
-        "max_steps": 2,
-        "eval_iters": 2,
-        "batch_size": 4,
-        "timing": "smoke",
-    },
-    "08_classification": {"max_steps": 2, "eval_iters": 2, "batch_size": 4},
-    "09_instruction_tuning": {
-        "max_steps": 2,
-        "eval_iters": 2,
-        "batch_size": 4,
-    },
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_with_the_gpu_settings(notebook, tmp_path):
-    params = {"profile": "gpu", "device": "cpu"}
-    params.update(GPU_PARAMS.get(notebook.stem, {}))
-    papermill.execute_notebook(
-        str(notebook),
-        str(tmp_path / notebook.name),
-        parameters=params,
-        kernel_name="python3",
-        cwd=str(BOOK),
-        progress_bar=False,
-    )
+        if o.get("output_type") == "error"
+    ]
+    assert not errors, errors[0]
+    injected = [
+        c
+        for c in out["cells"]
+        if "injected-parameters" in c.get("metadata", {}).get("tags", [])
+    ]
+    assert injected, "papermill injected no parameters"
+    assert 'profile = "gpu"' in "".join(injected[0]["source"])
