@@ -29,8 +29,7 @@ def main(folder: Path) -> None:
     pytest = json.loads((folder / "pytest.json").read_text())
     limits = budgets()
 
-    print("\nWhere the time went (seconds of this machine; under nbval each")
-    print("notebook runs on one of two workers, one thread each)")
+    print("\nWhere the time went (seconds, this machine)")
     print(f"{'notebook':24} {'nbval':>7} {'budget':>7} {'second run':>11}")
     total = {"nbval": 0.0, "second": 0.0}
     for stem, t in pytest["notebooks"].items():

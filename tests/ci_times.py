@@ -1,8 +1,8 @@
 """pytest plugin (``-p ci_times`` in pyproject.toml): where the suite's time
 went, for the table that .ci/run prints at its end.
 
-With ``LLMBOOK_CI_TIMES=path.json`` set, the controlling process (not an
-xdist worker) writes, when the session ends::
+With ``LLMBOOK_CI_TIMES=path.json`` set, pytest writes, when the session
+ends::
 
     {"wall": seconds of the whole session,
      "unit": seconds of every test that is not a notebook's run,
@@ -10,8 +10,8 @@ xdist worker) writes, when the session ends::
 
 ``nbval`` is the sum of a notebook's cells under nbval (setup, which starts
 its kernel, call and teardown); ``second`` is what its second run took
-(tests/test_notebooks.py records it). Seconds are each worker's own, so
-with two workers they add up to about twice the wall time.
+(tests/test_notebooks.py records it; they run two at a time, so their sum
+is more than the time the suite spent on them).
 """
 
 from __future__ import annotations
@@ -63,5 +63,5 @@ class Times:
 
 def pytest_configure(config):
     path = os.environ.get(ENV)
-    if path and not hasattr(config, "workerinput"):  # not in xdist workers
+    if path:
         config.pluginmanager.register(Times(Path(path)), "llmbook-ci-times")

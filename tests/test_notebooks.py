@@ -161,10 +161,10 @@ def _second_run(python, notebooks, notebook: Path):
 
 @pytest.fixture(scope="module")
 def second_runs(wheel_env, request):
-    """The runs of every selected notebook, started together: two at a time
-    when this is the only pytest process, one at a time in a pytest-xdist
-    worker (the other worker has the other core). A test waits for its own.
-    {notebook name: future of (CompletedProcess, seconds)}."""
+    """The runs of every selected notebook, started together, two at a time
+    (one thread each, on a two-core machine); a test waits for its own.
+    Nothing else runs meanwhile: the tests wait. {notebook name: future of
+    (CompletedProcess, seconds)}."""
     python, notebooks = wheel_env
     selected = [
         item.callspec.params["notebook"]
@@ -172,8 +172,7 @@ def second_runs(wheel_env, request):
         if getattr(item, "originalname", None)  # nbval's cells have none
         == "test_notebook_runs_from_a_wheel_with_the_gpu_settings"
     ]
-    workers = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     runs = {
         nb.name: pool.submit(_second_run, python, notebooks, nb)
         for nb in selected
