@@ -17,7 +17,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: matrices of Linear layers decay; embeddings (a tied LM
     head is an embedding too), norm gains and biases do not. Decay pulls a
     weight towards zero: right for a matrix that mixes channels, wrong for
-    a gain whose neutral value is one or a row that only some tokens use."""
+    a gain whose neutral value is one. Embeddings follow minGPT's
+    convention (nanoGPT decays them)."""
     embeddings = {
         id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)
     }
