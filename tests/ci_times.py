@@ -22,6 +22,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from llmbook.data import atomic_write
+
 ENV = "LLMBOOK_CI_TIMES"
 SECOND_RUN = "test_notebook_runs_from_a_wheel_with_the_gpu_settings"
 
@@ -56,9 +58,8 @@ class Times:
                 for stem, t in sorted(self.notebooks.items())
             },
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        tmp.replace(self.path)
+        with atomic_write(self.path, "w") as f:
+            f.write(json.dumps(data, indent=1) + "\n")
 
 
 def pytest_configure(config):
