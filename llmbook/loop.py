@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ class TrainConfig:
     # the tokenizer: "book" (the book's BPE, any UTF-8 text), "own" (a BPE
     # trained on the data file) or the path of a saved tokenizer
     tokenizer: str = "book"
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     # batches and steps
     batch_size: int = 32
     block_size: int = 128
@@ -438,6 +439,7 @@ def train(
         unit="step",
         ncols=80,
         ascii=True,
+        file=sys.stdout,  # in order with the samples, which print there
     )
     model.train()
     t_last = time.perf_counter()

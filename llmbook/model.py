@@ -189,15 +189,16 @@ PRESETS: dict[str, dict] = {
     "gpt2": dict(_GPT2, n_layer=12, n_head=12, n_embd=768),
     # GPT-2 medium, 350M
     "gpt2-medium": dict(_GPT2, n_layer=24, n_head=16, n_embd=1024),
-    # The book's model: trains on a laptop CPU, the modern (LLaMA) choices
+    # The book's model: the modern (LLaMA) choices at the size that chapter
+    # 5 trains on a laptop CPU (TrainConfig.preset("book") uses these sizes)
     "book": dict(
         positions="rope",
         norm="rmsnorm",
         mlp="swiglu",
         bias=False,
         tie_weights=True,
-        vocab_size=4096,
-        block_size=256,
+        vocab_size=2048,
+        block_size=128,
         n_layer=4,
         n_head=4,
         n_embd=256,

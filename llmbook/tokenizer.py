@@ -542,15 +542,16 @@ def _gpt2_vocab_and_merges():
 # ---------------------------------------------------------------------------
 # The book's tokenizer
 
-BOOK_VOCAB_SIZES = {"smoke": 512, "book": 4096, "gpu": 4096}
+# the sizes of the models that the profiles train (TrainConfig's presets)
+BOOK_VOCAB_SIZES = {"smoke": 512, "book": 2048, "gpu": 4096}
 
 
 def book_tokenizer(
     profile: str = "book", vocab_size: int | None = None
 ) -> Tokenizer:
     """The book's BPE, trained on the nine-play Shakespeare corpus with
-    ``<|endoftext|>`` as special token (vocab 4096 for "book"/"gpu", 512 for
-    "smoke", or ``vocab_size``). Cached in ``data_dir()/tokenizers/``, with
+    ``<|endoftext|>`` as special token (vocab 2048 for "book", 4096 for
+    "gpu", 512 for "smoke", or ``vocab_size``). Cached in ``data_dir()/tokenizers/``, with
     a record of the corpus and the code that trained it: a change to either
     trains it again."""
     from llmbook.data import (

@@ -62,7 +62,7 @@ def test_presets():
         book.bias,
         book.tie_weights,
     ) == ("rope", "rmsnorm", "swiglu", False, True)
-    assert book.vocab_size == 4096
+    assert book.vocab_size == 2048
     assert set(PRESETS) >= {"gpt2", "gpt2-medium", "book", "tiny"}
     assert GPTConfig.preset("book", n_layer=6).n_layer == 6
     assert PRESETS["book"]["n_layer"] == 4  # overrides do not leak
@@ -502,6 +502,18 @@ def test_mlp_hidden_and_rope_base_can_be_set():
     assert GPTConfig(mlp_hidden=1000).mlp_hidden == 1000  # GELU too
     gelu = GPT(GPTConfig.preset("tiny", mlp_hidden=48)).blocks[0].mlp
     assert gelu.c_fc.weight.shape == (48, 32)
+
+
+def test_the_book_preset_is_the_model_that_chapter_5_trains():
+    # One "book model" across the book: the GPTConfig preset that chapter 4
+    # describes, the TrainConfig preset that chapter 5 trains, and the
+    # tokenizer that book_tokenizer("book") gives.
+    from llmbook.tokenizer import BOOK_VOCAB_SIZES
+    from llmbook.train import TrainConfig
+
+    train = TrainConfig.preset("book")
+    assert train.model_config(train.vocab_size) == GPTConfig.preset("book")
+    assert BOOK_VOCAB_SIZES["book"] == train.vocab_size
 
 
 def test_default_sizes_are_the_old_rule_and_old_configs_still_load():
