@@ -1089,83 +1089,6 @@ _register(
 )
 
 
-def _kv_update(cache, layer, k, v):
-    if cache.pos + k.size(-2) > cache.block_size:
-        raise ValueError(
-            f"the cache holds {cache.block_size} positions; {cache.pos} are "
-            f"filled and {k.size(-2)} more do not fit"
-        )
-    return cache.update(layer, k, v)
-
-
-def _observe_kv(fn, args):
-    """Run the update, then look at what it returned and left in the cache:
-    the filled positions of every layer, and ``pos``."""
-    cache = args[0]
-    end = cache.pos + args[2].size(-2)
-    keys, values = fn(*args)
-    filled = [
-        (cache.k[i][:, :, :end].clone(), cache.v[i][:, :, :end].clone())
-        for i in range(len(cache.k))
-    ]
-    return {
-        "returned keys": keys,
-        "returned values": values,
-        "cache contents (layer, k/v)": filled,
-        "cache.pos": cache.pos,
-    }
-
-
-def _cases_4_4():
-    from llmbook.attention import KVCache
-
-    def cache(n_layer, b, nh, block, hs, filled, seed):
-        c = KVCache(n_layer, b, nh, block, hs)
-        for i in range(n_layer):  # deterministic contents, even unused ones
-            c.k[i].copy_(_randn(b, nh, block, hs, seed=seed + i))
-            c.v[i].copy_(_randn(b, nh, block, hs, seed=seed + 10 + i))
-        c.pos = filled
-        return c
-
-    cases = []
-    for seed, (nl, b, nh, block, hs, pos, layer, t) in enumerate(
-        [
-            (1, 1, 1, 8, 4, 0, 0, 3),
-            (2, 2, 2, 8, 4, 3, 1, 1),
-            (3, 1, 2, 16, 8, 5, 2, 4),
-            (2, 1, 1, 6, 2, 5, 0, 1),
-            (2, 2, 3, 10, 4, 0, 1, 10),
-        ]
-    ):
-        c = cache(nl, b, nh, block, hs, pos, 100 * seed)
-        k = _randn(b, nh, t, hs, seed=7 + seed)
-        v = _randn(b, nh, t, hs, seed=17 + seed)
-        cases.append(
-            Case((c, layer, k, v), f"{pos} filled, {t} new, layer {layer}")
-        )
-    c = cache(1, 1, 1, 4, 2, 3, 900)
-    cases.append(
-        Case(
-            (c, 0, _randn(1, 1, 2, 2, seed=1), _randn(1, 1, 2, 2, seed=2)),
-            "past block_size",
-        )
-    )
-    return cases
-
-
-_register(
-    Exercise(
-        "4.4",
-        "ex-model-kv",
-        "my_kv_update",
-        ("cache", "layer", "k", "v"),
-        _kv_update,
-        _cases_4_4,
-        observe=_observe_kv,
-    )
-)
-
-
 # ---------------------------------------------------------------------------
 # Appendix A: backpropagation by hand
 
@@ -1640,6 +1563,83 @@ _register(
 )
 
 
+def _kv_update(cache, layer, k, v):
+    if cache.pos + k.size(-2) > cache.block_size:
+        raise ValueError(
+            f"the cache holds {cache.block_size} positions; {cache.pos} are "
+            f"filled and {k.size(-2)} more do not fit"
+        )
+    return cache.update(layer, k, v)
+
+
+def _observe_kv(fn, args):
+    """Run the update, then look at what it returned and left in the cache:
+    the filled positions of every layer, and ``pos``."""
+    cache = args[0]
+    end = cache.pos + args[2].size(-2)
+    keys, values = fn(*args)
+    filled = [
+        (cache.k[i][:, :, :end].clone(), cache.v[i][:, :, :end].clone())
+        for i in range(len(cache.k))
+    ]
+    return {
+        "returned keys": keys,
+        "returned values": values,
+        "cache contents (layer, k/v)": filled,
+        "cache.pos": cache.pos,
+    }
+
+
+def _cases_6_4():
+    from llmbook.attention import KVCache
+
+    def cache(n_layer, b, nh, block, hs, filled, seed):
+        c = KVCache(n_layer, b, nh, block, hs)
+        for i in range(n_layer):  # deterministic contents, even unused ones
+            c.k[i].copy_(_randn(b, nh, block, hs, seed=seed + i))
+            c.v[i].copy_(_randn(b, nh, block, hs, seed=seed + 10 + i))
+        c.pos = filled
+        return c
+
+    cases = []
+    for seed, (nl, b, nh, block, hs, pos, layer, t) in enumerate(
+        [
+            (1, 1, 1, 8, 4, 0, 0, 3),
+            (2, 2, 2, 8, 4, 3, 1, 1),
+            (3, 1, 2, 16, 8, 5, 2, 4),
+            (2, 1, 1, 6, 2, 5, 0, 1),
+            (2, 2, 3, 10, 4, 0, 1, 10),
+        ]
+    ):
+        c = cache(nl, b, nh, block, hs, pos, 100 * seed)
+        k = _randn(b, nh, t, hs, seed=7 + seed)
+        v = _randn(b, nh, t, hs, seed=17 + seed)
+        cases.append(
+            Case((c, layer, k, v), f"{pos} filled, {t} new, layer {layer}")
+        )
+    c = cache(1, 1, 1, 4, 2, 3, 900)
+    cases.append(
+        Case(
+            (c, 0, _randn(1, 1, 2, 2, seed=1), _randn(1, 1, 2, 2, seed=2)),
+            "past block_size",
+        )
+    )
+    return cases
+
+
+_register(
+    Exercise(
+        "6.4",
+        "ex-model-kv",
+        "my_kv_update",
+        ("cache", "layer", "k", "v"),
+        _kv_update,
+        _cases_6_4,
+        observe=_observe_kv,
+    )
+)
+
+
 # ---------------------------------------------------------------------------
 # Chapter 7: making generation fast
 
@@ -1791,5 +1791,172 @@ _register(
         _cases_7_3,
         rtol=1e-9,
         atol=1e-12,
+    )
+)
+
+
+# ---------------------------------------------------------------------------
+# Appendix D: a PyTorch primer
+
+
+def _linear(x, weight, bias):
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"x has {x.shape[-1]} features in its last dimension; the "
+            f"weight of shape {tuple(weight.shape)} expects {weight.shape[1]}"
+        )
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def _cases_d_1():
+    cases = []
+    for seed, (lead, d_in, d_out) in enumerate(
+        [((3,), 4, 2), ((2, 5), 3, 3), ((2, 3, 4), 6, 5), ((), 4, 4)]
+    ):
+        x = _randn(*lead, d_in, seed=seed)
+        w = _randn(d_out, d_in, seed=10 + seed)
+        b = _randn(d_out, seed=20 + seed)
+        cases.append(Case((x, w, b), f"x {tuple(x.shape)}, W {(d_out, d_in)}"))
+    cases.append(
+        Case(
+            (_randn(2, 3, seed=30), _randn(3, 3, seed=31), None),
+            "no bias, square weight",
+        )
+    )
+    cases.append(
+        Case(
+            (_randn(2, 5, seed=32), _randn(5, 3, seed=33), _randn(5, seed=34)),
+            "x's features do not match the weight's inputs",
+        )
+    )
+    return cases
+
+
+_register(
+    Exercise(
+        "D.1",
+        "ex-pt-linear",
+        "my_linear",
+        ("x", "weight", "bias"),
+        _linear,
+        _cases_d_1,
+    )
+)
+
+
+def _broadcast_shape(a, b):
+    try:
+        return tuple(torch.broadcast_shapes(tuple(a), tuple(b)))
+    except RuntimeError as e:
+        raise ValueError(f"shapes {a} and {b} do not broadcast") from e
+
+
+def _cases_d_2():
+    pairs = [
+        ((2, 3, 4), (4,)),
+        ((5, 1), (1, 6)),
+        ((3,), (2, 1, 3)),
+        ((8, 1, 6, 1), (7, 1, 5)),
+        ((1,), (1,)),
+        ((4, 4), (4, 4)),
+        ((), (2, 3)),
+        ((2, 1), (3,)),
+        ((3,), (4,)),
+        ((2, 3), (3, 2)),
+        ((5, 4, 3), (4, 1, 3)),
+    ]
+    return [Case(p, f"{p[0]} with {p[1]}") for p in pairs]
+
+
+_register(
+    Exercise(
+        "D.2",
+        "ex-pt-broadcast",
+        "my_broadcast_shape",
+        ("a", "b"),
+        _broadcast_shape,
+        _cases_d_2,
+    )
+)
+
+
+def _softmax(x, dim):
+    return torch.softmax(x, dim=dim)
+
+
+def _cases_d_3():
+    return [
+        Case((_randn(3, 5, seed=1), -1), "(3, 5), last dim"),
+        Case((_randn(3, 5, seed=2), 0), "(3, 5), dim 0"),
+        Case((_randn(2, 3, 4, seed=3, scale=5.0), 1), "(2, 3, 4), dim 1"),
+        Case((_randn(4, 6, seed=4) + 1000.0, -1), "logits near 1000"),
+        Case((torch.tensor([[1000.0, 0.0, -1000.0]]), -1), "a spread of 2000"),
+        Case((torch.zeros(2, 3), -1), "all equal"),
+    ]
+
+
+_register(
+    Exercise(
+        "D.3",
+        "ex-pt-softmax",
+        "my_softmax",
+        ("x", "dim"),
+        _softmax,
+        _cases_d_3,
+    )
+)
+
+
+def _sgd_step(params, lr):
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-lr)
+
+
+def _observe_sgd(fn, args):
+    """Run the step, then compare the parameters it left (and their
+    gradients, which a step must not change)."""
+    params = args[0]
+    returned = fn(*args)
+    return {
+        "returned": returned,
+        "parameters after the step": [p.detach().clone() for p in params],
+        "their .grad after the step": [
+            None if p.grad is None else p.grad.clone() for p in params
+        ],
+    }
+
+
+def _cases_d_4():
+    def params(shapes, seed, no_grad=()):
+        out = []
+        for i, shape in enumerate(shapes):
+            p = _randn(*shape, seed=seed + i).requires_grad_(True)
+            if i not in no_grad:
+                p.grad = _randn(*shape, seed=seed + 50 + i)
+            out.append(p)
+        return out
+
+    return [
+        Case((params([(3,), (2, 2)], 0), 0.1), "two tensors, lr 0.1"),
+        Case((params([(4, 3)], 10), 1.0), "lr 1"),
+        Case(
+            (params([(2,), (3,), (1, 2)], 20, no_grad=(1,)), 0.5),
+            "the middle tensor has no gradient",
+        ),
+        Case((params([(5,)], 30), 0.0), "lr 0: nothing moves"),
+    ]
+
+
+_register(
+    Exercise(
+        "D.4",
+        "ex-pt-sgd",
+        "my_sgd_step",
+        ("params", "lr"),
+        _sgd_step,
+        _cases_d_4,
+        observe=_observe_sgd,
     )
 )

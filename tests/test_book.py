@@ -131,3 +131,121 @@ def test_every_chapter_states_its_budget_and_the_readme_lists_it():
             f"{listed.get(number)}"
         )
     assert len(listed) == len(NOTEBOOKS)
+
+
+# What a reader of the PDF or the website must not see: the build's
+# bookkeeping (glue calls, the per-profile size tables), stderr, paths of the
+# machine that ran a notebook, notes meant for the authors.
+MACHINE_PATH = re.compile(r"/root/|/home/|/Users/|/tmp/|\.cache/llmbook|[A-Z]:\\")
+INTERNAL_NOTE = re.compile(r"\b(FACTS|TODO|FIXME|XXX)\b")
+
+
+def _profile_tables(source: str) -> bool:
+    """Whether the code builds a dict keyed by the profile names."""
+    return any(
+        isinstance(node, ast.Dict)
+        and {"smoke", "book"}
+        <= {k.value for k in node.keys if isinstance(k, ast.Constant)}
+        for node in ast.walk(ast.parse(source))
+    )
+
+
+def _shown_text(output: dict) -> str:
+    if output["output_type"] == "stream":
+        return "".join(output["text"])
+    data = output.get("data", {})
+    return "".join(
+        "".join(v) if isinstance(v, list) else v
+        for k, v in data.items()
+        if k.startswith("text/")
+    )
+
+
+def rendered_problems(nb: dict) -> list[str]:
+    problems = []
+    for i, cell in enumerate(nb["cells"]):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "remove-cell" in tags:
+            continue
+        source = "".join(cell["source"])
+        where = f"cell {i} ({cell.get('id')})"
+        if INTERNAL_NOTE.search(source):
+            problems.append(f"{where}: an internal note in what is shown")
+        if cell["cell_type"] != "code":
+            continue
+        if "remove-input" not in tags:
+            if "glue(" in source or "myst_nb" in source:
+                problems.append(f"{where}: shows glue bookkeeping")
+            if _profile_tables(source):
+                problems.append(f"{where}: shows a per-profile table")
+        if "remove-output" in tags:
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("name") == "stderr":
+                problems.append(f"{where}: stores stderr")
+            text = _shown_text(out)
+            if MACHINE_PATH.search(text):
+                problems.append(f"{where}: shows a machine path")
+            if INTERNAL_NOTE.search(text):
+                problems.append(f"{where}: an internal note in an output")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_what_the_reader_sees_is_the_book(path):
+    problems = rendered_problems(json.loads(path.read_text()))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_rendered_cell_check_finds_what_it_looks_for():
+    def code(source, outputs=(), tags=()):
+        return {
+            "cell_type": "code",
+            "metadata": {"tags": list(tags)},
+            "source": source,
+            "outputs": list(outputs),
+        }
+
+    stderr = {"output_type": "stream", "name": "stderr", "text": "warn\n"}
+    path = {"output_type": "stream", "name": "stdout",
+            "text": "saved /home/ann/.cache/llmbook/x\n"}
+    table = 'cfg = {"smoke": 1, "book": 2, "gpu": 3}[profile]'
+    bad = {"cells": [
+        code('glue("x", 1, display=False)'),
+        code(table),
+        code("print(1)", [stderr]),
+        code("print(1)", [path]),
+        code("x = 1  # TODO: measure again"),
+    ]}
+    assert len(rendered_problems(bad)) == 5
+    hidden = {"cells": [
+        code('glue("x", 1, display=False)', tags=["remove-cell"]),
+        code(table, tags=["remove-input"]),
+        code("print(1)", [stderr], tags=["remove-output"]),
+        code("print(1)", [path], tags=["remove-cell"]),
+    ]}
+    assert rendered_problems(hidden) == []
+
+
+# Symbols that the notation table (book/intro.md) replaced: papers' names
+# for the model width and the head size, and T for a temperature. A chapter
+# may name a paper's symbol once, in a sentence that says it is the paper's.
+RETIRED = re.compile(r"d_\\text\{(?:model|head)\}|d_k\b|n_h\b|/\s*T\b|\^\{1/T\}")
+MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+?\$", re.S)
+
+
+def test_the_chapters_follow_the_notation_table():
+    table = (ROOT / "book" / "intro.md").read_text()
+    assert "## Notation" in table
+    for symbol in ["$B$", "$T$", "$C$", "$H$", "$D$", "$V$", "$N$", r"$\tau$"]:
+        assert f"* - {symbol}\n" in table, f"the table lacks {symbol}"
+    problems = []
+    for path in NOTEBOOKS:
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] != "markdown":
+                continue
+            text = "".join(cell["source"])
+            for math in MATH.findall(text):
+                if RETIRED.search(math) and "paper" not in text:
+                    problems.append(f"{path.stem} cell {i}: {math.strip()}")
+    assert not problems, "\n".join(problems)

@@ -34,6 +34,7 @@ CHAPTERS = {
     "5": "05_training",
     "6": "06_generation",
     "7": "07_fast_generation",
+    "D": "D_pytorch",
 }
 
 
@@ -639,6 +640,69 @@ def _round_formula(alpha, k):
     return (1 - alpha ** (k + 1)) / (1 - alpha)
 
 
+def _linear_no_transpose(x, weight, bias):  # x @ W: right only if square
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError
+    y = x @ weight
+    return y if bias is None else y + bias
+
+
+def _linear_no_bias(x, weight, bias):
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError
+    return x @ weight.T
+
+
+def _linear_no_check(x, weight, bias):  # PyTorch's RuntimeError instead
+    y = x @ weight.T
+    return y if bias is None else y + bias
+
+
+def _broadcast_from_left(a, b):  # aligned on the left
+    n = max(len(a), len(b))
+    a, b = tuple(a) + (1,) * (n - len(a)), tuple(b) + (1,) * (n - len(b))
+    if any(p != q and 1 not in (p, q) for p, q in zip(a, b)):
+        raise ValueError
+    return tuple(max(p, q) for p, q in zip(a, b))
+
+
+def _broadcast_max(a, b):  # never refuses: the larger size wins
+    n = max(len(a), len(b))
+    a = (1,) * (n - len(a)) + tuple(a)
+    b = (1,) * (n - len(b)) + tuple(b)
+    return tuple(max(p, q) for p, q in zip(a, b))
+
+
+def _softmax_naive(x, dim):  # overflows for large logits
+    z = x.exp()
+    return z / z.sum(dim=dim, keepdim=True)
+
+
+def _softmax_last_dim(x, dim):  # ignores dim
+    return torch.softmax(x, dim=-1)
+
+
+def _sgd_plus(params, lr):  # climbs the gradient
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p += lr * p.grad
+
+
+def _sgd_rebinds(params, lr):  # p = p - ...: the parameters never change
+    for p in params:
+        if p.grad is not None:
+            p = p.detach() - lr * p.grad
+
+
+def _sgd_zeroes(params, lr):  # also zeroes the gradients
+    with torch.no_grad():
+        for p in params:
+            if p.grad is not None:
+                p -= lr * p.grad
+                p.grad.zero_()
+
+
 WRONG = [
     ("1.1", "the first id as a target, with an empty context", _pairs_t0),
     ("1.1", "a negative slice start wraps around", _pairs_wrap),
@@ -688,10 +752,10 @@ WRONG = [
         "SwiGLU given GELU's 4C width",
         lambda c: _count_formula(c, gelu_width=True),
     ),
-    ("4.4", "nothing stored in the cache", _kv_concat),
-    ("4.4", "pos advanced by the update", _kv_advances),
-    ("4.4", "only the new positions returned", _kv_only_new),
-    ("4.4", "overflow not refused", _kv_no_check),
+    ("6.4", "nothing stored in the cache", _kv_concat),
+    ("6.4", "pos advanced by the update", _kv_advances),
+    ("6.4", "only the new positions returned", _kv_only_new),
+    ("6.4", "overflow not refused", _kv_no_check),
     ("A.1", "only the Jacobian's diagonal", _softmax_bwd_diag),
     ("A.1", "sum over the wrong axis", _softmax_bwd_axis),
     ("A.2", "path through the variance forgotten", _ln_bwd_no_var),
@@ -749,6 +813,16 @@ WRONG = [
         "bad alpha and k accepted",
         lambda a, k: _round(a, k, check=False),
     ),
+    ("D.1", "x @ W, not x @ W^T", _linear_no_transpose),
+    ("D.1", "the bias forgotten", _linear_no_bias),
+    ("D.1", "mismatched features not refused", _linear_no_check),
+    ("D.2", "shapes aligned on the left", _broadcast_from_left),
+    ("D.2", "incompatible sizes not refused", _broadcast_max),
+    ("D.3", "no maximum subtracted", _softmax_naive),
+    ("D.3", "always the last dimension", _softmax_last_dim),
+    ("D.4", "a step up the gradient", _sgd_plus),
+    ("D.4", "the name rebound, the parameter unchanged", _sgd_rebinds),
+    ("D.4", "the gradients zeroed too", _sgd_zeroes),
 ]
 
 
