@@ -551,9 +551,9 @@ def book_tokenizer(
 ) -> Tokenizer:
     """The book's BPE, trained on the nine-play Shakespeare corpus with
     ``<|endoftext|>`` as special token (vocab 2048 for "book", 4096 for
-    "gpu", 512 for "smoke", or ``vocab_size``). Cached in ``data_dir()/tokenizers/``, with
-    a record of the corpus and the code that trained it: a change to either
-    trains it again."""
+    "gpu", 512 for "smoke", or ``vocab_size``). Cached in
+    ``data_dir()/tokenizers/``, with a record of the corpus and the code
+    that trained it: a change to either trains it again."""
     from llmbook.data import (
         atomic_write,
         data_dir,

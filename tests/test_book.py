@@ -136,7 +136,9 @@ def test_every_chapter_states_its_budget_and_the_readme_lists_it():
 # What a reader of the PDF or the website must not see: the build's
 # bookkeeping (glue calls, the per-profile size tables), stderr, paths of the
 # machine that ran a notebook, notes meant for the authors.
-MACHINE_PATH = re.compile(r"/root/|/home/|/Users/|/tmp/|\.cache/llmbook|[A-Z]:\\")
+MACHINE_PATH = re.compile(
+    r"/root/|/home/|/Users/|/tmp/|\.cache/llmbook|[A-Z]:\\"
+)
 INTERNAL_NOTE = re.compile(r"\b(FACTS|TODO|FIXME|XXX)\b")
 
 
@@ -207,30 +209,39 @@ def test_the_rendered_cell_check_finds_what_it_looks_for():
         }
 
     stderr = {"output_type": "stream", "name": "stderr", "text": "warn\n"}
-    path = {"output_type": "stream", "name": "stdout",
-            "text": "saved /home/ann/.cache/llmbook/x\n"}
+    path = {
+        "output_type": "stream",
+        "name": "stdout",
+        "text": "saved /home/ann/.cache/llmbook/x\n",
+    }
     table = 'cfg = {"smoke": 1, "book": 2, "gpu": 3}[profile]'
-    bad = {"cells": [
-        code('glue("x", 1, display=False)'),
-        code(table),
-        code("print(1)", [stderr]),
-        code("print(1)", [path]),
-        code("x = 1  # TODO: measure again"),
-    ]}
+    bad = {
+        "cells": [
+            code('glue("x", 1, display=False)'),
+            code(table),
+            code("print(1)", [stderr]),
+            code("print(1)", [path]),
+            code("x = 1  # TODO: measure again"),
+        ]
+    }
     assert len(rendered_problems(bad)) == 5
-    hidden = {"cells": [
-        code('glue("x", 1, display=False)', tags=["remove-cell"]),
-        code(table, tags=["remove-input"]),
-        code("print(1)", [stderr], tags=["remove-output"]),
-        code("print(1)", [path], tags=["remove-cell"]),
-    ]}
+    hidden = {
+        "cells": [
+            code('glue("x", 1, display=False)', tags=["remove-cell"]),
+            code(table, tags=["remove-input"]),
+            code("print(1)", [stderr], tags=["remove-output"]),
+            code("print(1)", [path], tags=["remove-cell"]),
+        ]
+    }
     assert rendered_problems(hidden) == []
 
 
 # Symbols that the notation table (book/intro.md) replaced: papers' names
 # for the model width and the head size, and T for a temperature. A chapter
 # may name a paper's symbol once, in a sentence that says it is the paper's.
-RETIRED = re.compile(r"d_\\text\{(?:model|head)\}|d_k\b|n_h\b|/\s*T\b|\^\{1/T\}")
+RETIRED = re.compile(
+    r"d_\\text\{(?:model|head)\}|d_k\b|n_h\b|/\s*T\b|\^\{1/T\}"
+)
 MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+?\$", re.S)
 
 
