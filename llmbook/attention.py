@@ -226,7 +226,20 @@ def apply_rope(
     are kept.
     """
     t = x.size(-2)
+    if x.size(-1) != 2 * cos.size(-1):
+        raise ValueError(
+            f"x has head size {x.size(-1)} but the RoPE tables are for head "
+            f"size {2 * cos.size(-1)}; precompute them for this head size"
+        )
     if positions is not None:
+        if positions.dim() == 2 and (
+            x.dim() != 4 or x.size(0) != positions.size(0)
+        ):
+            raise ValueError(
+                f"positions of shape {tuple(positions.shape)} (B, T) need x "
+                f"of shape (B, nh, T, hs) with the same B; got "
+                f"{tuple(x.shape)}"
+            )
         cos, sin = _rope_at(cos, sin, positions, t)  # (B, 1, T, hs/2)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     else:
@@ -357,6 +370,12 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.head_size = config.n_embd // config.n_head
         self.layer_idx = layer_idx
+        # RoPE tables come from the model; a layer used on its own makes
+        # them from its own config, so it cannot rotate with another base
+        self.rope_base = (
+            config.rope_base if config.positions == "rope" else None
+        )
+        self.block_size = config.block_size
         self.dropout = config.dropout
         self.fast = True
         self.c_attn = nn.Linear(
@@ -373,7 +392,8 @@ class CausalSelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x: (B, T, C); rope: (cos, sin) tables or None (learned positions);
+        """x: (B, T, C); rope: the model's (cos, sin) tables (None: learned
+        positions, or a RoPE layer used alone, which makes its own);
         with ``kv_cache``, x holds the T new positions ``kv_cache.pos ...``.
         ``mask``: boolean, True = may attend, broadcastable to
         (B, nh, T, T_k), combined with causality; ``positions`` (B, T): the
@@ -386,6 +406,9 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         offset = kv_cache.pos if kv_cache is not None else 0
+        if rope is None and self.rope_base is not None:  # used on its own
+            rope = precompute_rope(hs, self.block_size, self.rope_base)
+            rope = tuple(t.to(x.device) for t in rope)
         if rope is not None:
             q = apply_rope(q, *rope, offset=offset, positions=positions)
             k = apply_rope(k, *rope, offset=offset, positions=positions)

@@ -116,7 +116,16 @@ def load_checkpoint(
         path = name = Path(path)
         if not path.is_file():
             raise ValueError(f"checkpoint {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds here
+        # Not PyTorch's message: for a pickle it suggests weights_only=False,
+        # which would run whatever code the file holds.
+        raise ValueError(
+            f"{name} is not an llmbook checkpoint, or it is damaged (for "
+            f"example cut short by a full disk): PyTorch could not read it "
+            f"({type(e).__name__}); train again or copy the file again"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         raise ValueError(

@@ -76,6 +76,11 @@ def read_text(source: str | os.PathLike) -> str:
     """``source`` is the text itself (a ``str``) or a path (``os.PathLike``,
     e.g. ``pathlib.Path``) to a UTF-8 file."""
     if isinstance(source, str):
+        if "\n" not in source and len(source) < 4096 and _is_file(source):
+            raise ValueError(
+                f"{source!r} is the name of a file, not text; to train on "
+                f"its contents pass pathlib.Path({source!r})"
+            )
         return source
     if isinstance(source, os.PathLike):
         data = Path(source).read_bytes()
@@ -90,6 +95,13 @@ def read_text(source: str | os.PathLike) -> str:
         f"source must be a str (the text) or a pathlib.Path to a UTF-8 "
         f"file, not {type(source).__name__}"
     )
+
+
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
 
 
 def special_regex(special_tokens: Iterable[str]) -> regex.Pattern | None:

@@ -177,6 +177,21 @@ def test_rope_beyond_tables_is_an_error():
         apply_rope(torch.randn(1, 1, 3, 8), cos, sin, offset=2)
 
 
+def test_rope_refuses_shapes_that_would_broadcast_wrongly():
+    cos, sin = precompute_rope(8, 16)
+    positions = torch.tensor([[0, 1, 2], [3, 4, 5]])  # (B, T) = (2, 3)
+    # a 3-D x with (B, T) positions would broadcast to (B, B, T, hs)
+    with pytest.raises(ValueError, match=r"need x of shape \(B, nh, T, hs\)"):
+        apply_rope(torch.randn(2, 3, 8), cos, sin, positions=positions)
+    with pytest.raises(ValueError, match="the same B"):
+        apply_rope(torch.randn(3, 1, 3, 8), cos, sin, positions=positions)
+    assert apply_rope(
+        torch.randn(2, 4, 3, 8), cos, sin, positions=positions
+    ).shape == (2, 4, 3, 8)
+    with pytest.raises(ValueError, match="head size 6 but the RoPE tables"):
+        apply_rope(torch.randn(1, 1, 3, 6), cos, sin)
+
+
 # -- the module and the cache ------------------------------------------------
 
 

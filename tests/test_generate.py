@@ -497,3 +497,8 @@ def test_cli_streams_the_same_text_as_generate(tmp_path):
     assert bad.returncode == 2 and "top_p must be in (0, 1]" in bad.stderr
     missing = _run_cli("--checkpoint", str(tmp_path / "nope.pt"))
     assert missing.returncode == 2 and "no checkpoint" in missing.stderr
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(path.read_bytes()[:1000])
+    damaged = _run_cli("--checkpoint", str(cut), "--prompt", "To")
+    assert damaged.returncode == 2 and damaged.stderr.count("\n") == 1
+    assert f"error: {cut} is not an llmbook checkpoint" in damaged.stderr

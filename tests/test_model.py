@@ -699,3 +699,30 @@ def test_mask_and_position_errors():
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             model(idx, **kwargs)
+
+
+def test_a_rope_block_used_alone_rotates_with_its_own_base():
+    # A Block (or its attention) built on its own has no model to hand it
+    # RoPE tables: it makes them from its own config, base included.
+    from llmbook.attention import precompute_rope
+    from llmbook.model import Block
+
+    cfg = GPTConfig.preset(
+        "book",
+        vocab_size=64,
+        block_size=16,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        rope_base=500.0,
+    )
+    torch.manual_seed(0)
+    block = Block(cfg).eval()
+    x = torch.randn(2, 10, 32)  # (B, T, C)
+    own = precompute_rope(cfg.head_size, cfg.block_size, 500.0)
+    other = precompute_rope(cfg.head_size, cfg.block_size, 10000.0)
+    with torch.no_grad():
+        alone, given = block(x), block(x, rope=own)
+        wrong = block(x, rope=other)
+    assert torch.equal(alone, given)
+    assert not torch.allclose(alone, wrong)

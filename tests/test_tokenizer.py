@@ -392,3 +392,15 @@ def test_book_tokenizer_is_cached_and_deterministic(tmp_path, monkeypatch):
     assert path.read_text() == first
     with pytest.raises(ValueError, match="unknown profile 'large'"):
         book_tokenizer("large")
+
+
+def test_a_file_name_given_as_text_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "corpus.txt").write_text("to be or not to be " * 50)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"pass pathlib.Path\('corpus.txt'\)"):
+        train_bpe("corpus.txt", 260)
+    # the contents, through a Path, train as before
+    vocab, merges = train_bpe(tmp_path / "corpus.txt", 260)
+    assert len(merges) == 4
+    # a short text that is not the name of a file is text
+    assert len(train_bpe("corpus of mine", 258)[1]) == 2

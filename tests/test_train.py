@@ -656,6 +656,25 @@ def test_checkpoint_through_an_opened_file_and_a_path(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_a_damaged_or_foreign_file_is_a_one_line_error(tmp_path):
+    good = tmp_path / "good.pt"
+    _saved(good)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) // 2])  # a copy cut short
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": object}, pickled)  # a pickle with a class in it
+    for path in [cut, text, pickled]:
+        with pytest.raises(ValueError) as e:
+            load_checkpoint(path)
+        message = str(e.value)
+        assert str(path) in message and "\n" not in message
+        assert "is not an llmbook checkpoint, or it is damaged" in message
+        assert "weights_only" not in message  # never suggest running code
+
+
 def test_saving_to_a_path_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt.pt"
     model, _, _ = _saved(path)
