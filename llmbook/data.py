@@ -604,8 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         root = fetch()
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except DataError as e:  # a failure to fetch, not bad input: exit 1
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     for f in (SHAKESPEARE, SHAKESPEARE_COMPLETE, GPT2_RANKS):
         size = (root / f.name).stat().st_size

@@ -821,12 +821,13 @@ def _run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         return _run(args)
     except (DataFormatError, FinetuneError) as e:
         message = " ".join(str(e).split())  # one line
-        print(f"llmbook.finetune: error: {message}", file=sys.stderr)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -581,6 +581,11 @@ class TextStream:
         return text
 
 
+def _error(parser, message) -> None:
+    """One line on stderr, as argparse writes its own errors."""
+    print(f"{parser.prog}: error: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m llmbook.generate --checkpoint PATH --prompt TEXT``: stream
     a continuation of TEXT to stdout as it is generated."""
@@ -620,14 +625,12 @@ def main(argv: list[str] | None = None) -> int:
     from llmbook.checkpoint import load_model  # late: only the CLI needs it
 
     if not Path(args.checkpoint).is_file():
-        print(
-            f"error: no checkpoint file at {args.checkpoint}", file=sys.stderr
-        )
+        _error(parser, f"no checkpoint file at {args.checkpoint}")
         return 2
     try:
         model, tokenizer = load_model(args.checkpoint)
     except ValueError as e:  # not an llmbook checkpoint, wrong format
-        print(f"error: {e}", file=sys.stderr)
+        _error(parser, e)
         return 2
     model.to(args.device)
     eot = getattr(tokenizer, "eot_id", None)
@@ -649,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
             eot_id=eot,
         )
     except (ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        _error(parser, e)
         return 2
     out.write(args.prompt)
     out.flush()

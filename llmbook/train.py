@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import textwrap
 
 from llmbook.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -127,6 +128,24 @@ def _parse_set(items: list[str]) -> dict:
     return out
 
 
+def _settings_help() -> str:
+    """The settings --set can change, with the book preset's values."""
+    book = TrainConfig.preset("book")
+    items = [
+        f"{f.name}={getattr(book, f.name)!r}"
+        for f in dataclasses.fields(TrainConfig)
+    ]
+    settings = textwrap.fill(
+        ", ".join(items), 78, initial_indent="  ", subsequent_indent="  "
+    )
+    return (
+        "settings (--set KEY=VALUE; the book preset's values):\n"
+        f"{settings}\n\n"
+        "exit status: 0 trained; 1 the run failed (the loss diverged);\n"
+        "2 bad input (a setting, the data file, a checkpoint)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m llmbook.train",
@@ -135,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "with --set tokenizer=own, a BPE trained on your file. The last 10% "
         "of the file is held out for validation. Runs on N processes with "
         "torchrun --nproc_per_node N -m llmbook.train ...",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--preset", default="book", help=f"one of {list(TRAIN_PRESETS)}"
@@ -163,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         result = train(
             cfg, args.data, resume=args.resume, progress=not args.quiet
         )
-    except (ValueError, TypeError, TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, TypeError) as e:  # the input: as argparse does
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as e:  # the run itself failed
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 1
     finally:
         import torch.distributed as dist

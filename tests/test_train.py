@@ -1,6 +1,7 @@
 """llmbook.train: each piece against PyTorch, then the loop: resuming after
 SIGKILL, DDP against one process, divergence, bad input."""
 
+import dataclasses
 import json
 import math
 import os
@@ -430,14 +431,26 @@ def test_bad_input_errors(tmp_path, corpus):
 
 
 def test_cli_reports_errors(tmp_path, capsys):
-    assert T.main(["--preset", "nope"]) == 1
-    assert "unknown preset 'nope'" in capsys.readouterr().err
-    assert T.main(["--data", str(tmp_path / "x.txt"), "--set", "wat=1"]) == 1
+    # bad input exits 2, as argparse and the other programs do
+    assert T.main(["--preset", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m llmbook.train: error: unknown preset")
+    assert T.main(["--data", str(tmp_path / "x.txt"), "--set", "wat=1"]) == 2
     assert "unknown setting 'wat'" in capsys.readouterr().err
     assert (
-        T.main(["--preset", "smoke", "--data", str(tmp_path / "x.txt")]) == 1
+        T.main(["--preset", "smoke", "--data", str(tmp_path / "x.txt")]) == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_help_lists_every_setting(capsys):
+    with pytest.raises(SystemExit) as e:
+        T.main(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for field in dataclasses.fields(TrainConfig):
+        assert f"{field.name}=" in out, field.name
+    assert "max_steps=600" in out and "exit status" in out
 
 
 # -- killed and resumed; distributed ------------------------------------------
