@@ -184,12 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         result = train(
             cfg, args.data, resume=args.resume, progress=not args.quiet
         )
-    except (ValueError, TypeError) as e:  # the input: as argparse does
+    except (ValueError, TypeError, TrainingDiverged) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:  # the run itself failed
-        print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 1
+        # 2: bad input, as argparse exits; 1: the run itself failed
+        return 1 if isinstance(e, TrainingDiverged) else 2
     finally:
         import torch.distributed as dist
 

@@ -443,6 +443,15 @@ def test_cli_reports_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_exits_1_when_the_run_itself_fails(monkeypatch, capsys):
+    def diverge(*args, **kwargs):
+        raise T.TrainingDiverged("the loss became nan at step 3")
+
+    monkeypatch.setattr(T, "train", diverge)
+    assert T.main(["--preset", "smoke"]) == 1
+    assert "error: the loss became nan" in capsys.readouterr().err
+
+
 def test_cli_help_lists_every_setting(capsys):
     with pytest.raises(SystemExit) as e:
         T.main(["--help"])
