@@ -1,62 +1,106 @@
 """llmbook: the code of *Build a Large Language Model from Scratch*.
 
-Modules, in the order data flows through them. Each imports only modules
-above it in this list (tests/test_imports.py checks it), so the package
-reads top to bottom like the book:
+The package is laid out like the book. The first modules are flat, one idea
+each; from training on, each part of the book is a subpackage, whose
+``__init__`` is the one place its public names are imported from
+(``from llmbook.train import TrainConfig``)::
 
-- ``timing``      how often the chapters' timings repeat, and CI's switch
-- ``data``        text and vocabularies from package registries; token arrays
-- ``tokenizer``   byte-level BPE, trained from scratch, GPT-2 compatible
-- ``attention``   causal self-attention, masks, RoPE, the KV cache
-- ``model``       GPTConfig, transformer blocks, the GPT model
-- ``loss``        cross-entropy, the fused LM-head loss, bits per byte
-- ``optim``       AdamW, the learning-rate schedule, gradient clipping
-- ``checkpoint``  saving a run, loading a trained model (training and
-  generation both use it)
-- ``generate``    sampling: greedy, temperature, top-k, top-p, streaming
-- ``loop``        TrainConfig and its presets, the training loop, metrics
-- ``runs``        the book's cached runs: the chapters' trained models
-- ``train``       the training command line; every training name re-exported
-- ``decode``      fast decoding: a static KV cache, one-pass prefill, compiled
-- ``quantize``    smaller weights: bfloat16, int8 weight-only quantization
-- ``speculative`` speculative decoding: a draft model guesses, the target
-  checks
-- ``lora``        LoRA from scratch: low-rank adapters, merging, checked
-  against peft
-- ``finetune_data`` labelled data from the plays, JSON-lines files
-- ``finetune``    a classifier and an instruction follower from a pretrained
-  GPT; the finetuning loop and command line
-- ``manual_grad`` appendix A: backpropagation by hand, checked against autograd
-- ``exercises``   appendix B: checks for the coding exercises
-- ``bench_tokenizer``, ``bench_train``  the speed comparisons that the
-  chapters run (``benchmarks/`` has their command lines)
+    llmbook/
+      checks.py       argument checks, one shape for every message
+      timing.py       how often the chapters' timings repeat; one timer
+      data.py         text and vocabularies from package registries; token
+                      arrays; atomic writes; cache keys
+      tokenizer.py    byte-level BPE, trained from scratch, GPT-2 compatible
+      attention.py    causal self-attention, masks, RoPE, the KV cache
+      model.py        GPTConfig, transformer blocks, the GPT model
+      checkpoint.py   a model and its tokenizer on disk (training writes,
+                      generation and finetuning read)
+      manual_grad.py  appendix A: backpropagation by hand
+      generate/       Part III: sampling, the generation engine (reference,
+                      static cache, speculative), quantization, the CLI
+      train/          Part II: loss, optimizer, the training loop, the
+                      book's cached runs, the CLI
+      finetune/       Part IV: labelled data, LoRA, classification,
+                      instructions, the finetuning run, the CLI
+      exercises/      appendix B: the checks of the coding exercises, one
+                      module per chapter
+      bench/          side-by-side speed comparisons against the references
+
+``generate/`` comes before ``train/`` although the book trains first:
+training prints samples as it goes, so the loop uses the engine, and
+nothing in generation needs the training code.
+
+Where the next chapters' code goes: an n-gram model (counting) is a flat
+module after ``tokenizer``; an autograd engine from scratch sits beside
+``manual_grad``; grouped-query and sliding-window attention extend
+``attention``, and a mixture-of-experts block and today's open models
+(Llama, Qwen) extend ``model`` (a ``models/`` package when it outgrows one
+file); a DPO or GRPO trainer is a new module of ``train/`` using its loop;
+an OpenAI-compatible HTTP server is ``serve/``, after ``finetune/``, on top
+of the ``generate`` engine.
+
+Each module imports only modules listed before it in ``MODULE_ORDER``
+(tests/test_imports.py checks it, for every import, also those inside
+functions), so there is no import cycle and the code reads in the book's
+order. A package's ``__init__`` comes after its modules.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-# The order above, as data: tests/test_imports.py fails on an import of a
-# module listed later than the importing one.
+# The order above, as data (dotted names under llmbook; a package's modules
+# are contiguous, its __init__ after them, its command line last).
 MODULE_ORDER = (
+    "checks",
     "timing",
     "data",
     "tokenizer",
     "attention",
     "model",
-    "loss",
-    "optim",
     "checkpoint",
-    "generate",
-    "loop",
-    "runs",
-    "train",
-    "decode",
-    "quantize",
-    "speculative",
-    "lora",
-    "finetune_data",
-    "finetune",
     "manual_grad",
+    "generate.sampling",
+    "generate.prompts",
+    "generate.engine",
+    "generate.reference",
+    "generate.text",
+    "generate.static",
+    "generate.quantize",
+    "generate.speculative",
+    "generate",
+    "generate.cli",
+    "generate.__main__",
+    "train.config",
+    "train.loss",
+    "train.optim",
+    "train.metrics",
+    "train.trainer",
+    "train.loop",
+    "train.runs",
+    "train",
+    "train.cli",
+    "train.__main__",
+    "finetune.data",
+    "finetune.lora",
+    "finetune.classify",
+    "finetune.instruct",
+    "finetune.loop",
+    "finetune",
+    "finetune.cli",
+    "finetune.__main__",
+    "exercises.harness",
+    "exercises.ch1",
+    "exercises.ch2",
+    "exercises.ch3",
+    "exercises.ch4",
+    "exercises.appendix_a",
+    "exercises.ch5",
+    "exercises.ch6",
+    "exercises.ch7",
+    "exercises.appendix_d",
     "exercises",
-    "bench_tokenizer",
-    "bench_train",
+    "bench.tokenizer",
+    "bench.attention",
+    "bench.train",
+    "bench.generate",
+    "bench",
 )

@@ -61,7 +61,8 @@ def source_hashes(*modules: str) -> dict[str, str]:
     here = Path(__file__).resolve().parent
     hashes = {}
     for name in modules:
-        tree = ast.parse((here / f"{name}.py").read_text(encoding="utf-8"))
+        path = here / (name.replace(".", "/") + ".py")  # "train.loop"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
             if (
@@ -97,7 +98,11 @@ def changes(old: dict, key: dict) -> str | None:
         was = old.get(part)
         if part == "code":
             was = was if isinstance(was, dict) else {}
-            changed += [f"llmbook/{m}.py" for m in now if was.get(m) != now[m]]
+            changed += [
+                f"llmbook/{m.replace('.', '/')}.py"
+                for m in now
+                if was.get(m) != now[m]
+            ]
         elif was != now:
             short = isinstance(now, str) and len(now) < 20
             changed.append(f"{part} {was} -> {now}" if short else part)

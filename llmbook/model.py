@@ -16,7 +16,7 @@ Read top to bottom:
 Two architectures come out of the switches: GPT-2 (learned positions,
 LayerNorm, GELU, biases) and a modern one (RoPE, RMSNorm, SwiGLU, no biases,
 as in LLaMA). The forward pass returns logits only; the loss lives in
-``llmbook.loss``.
+``llmbook.train.loss``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from llmbook.attention import CausalSelfAttention, KVCache, precompute_rope
+from llmbook.checks import (
+    check_attention_mask,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_position_ids,
+    check_token_ids,
+)
 
 # ---------------------------------------------------------------------------
 # 1. Configuration
@@ -74,64 +83,35 @@ class GPTConfig:
             "n_head",
             "n_embd",
         ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value <= 0
-            ):
-                raise ValueError(
-                    f"{name} must be a positive integer; got {value!r}"
-                )
+            check_int(name, getattr(self, name), low=1)
+        check_choice("positions", self.positions, POSITIONS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("mlp", self.mlp, MLPS)
+        check_bool("bias", self.bias)
+        check_bool("tie_weights", self.tie_weights)
+        if not 0.0 <= check_number("dropout", self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head "
                 f"({self.n_head}): each head gets n_embd // n_head channels"
             )
-        for name, allowed in (
-            ("positions", POSITIONS),
-            ("norm", NORMS),
-            ("mlp", MLPS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(
-                    f"unknown {name} {getattr(self, name)!r}; choose one of "
-                    f"{allowed}"
-                )
         if self.positions == "rope" and self.head_size % 2:
             raise ValueError(
                 f"RoPE needs an even head size, but n_embd // n_head = "
                 f"{self.n_embd} // {self.n_head} = {self.head_size}; change "
                 "n_embd or n_head"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(
-                f"dropout must be in [0, 1); got {self.dropout!r}"
-            )
-        for name in ("bias", "tie_weights"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"{name} must be True or False; got "
-                    f"{getattr(self, name)!r}"
-                )
         if self.mlp_hidden is None:  # resolved now: a config states its sizes
             self.mlp_hidden = mlp_hidden_rule(self.mlp, self.n_embd)
-        h = self.mlp_hidden
-        if isinstance(h, bool) or not isinstance(h, int) or h <= 0:
+        check_int("mlp_hidden", self.mlp_hidden, low=1)
+        if check_number("rope_base", self.rope_base) <= 1:
             raise ValueError(
-                f"mlp_hidden must be a positive integer (or None for the "
-                f"default rule); got {h!r}"
+                f"rope_base must be a number > 1, got {self.rope_base}"
             )
-        base = self.rope_base
-        if (
-            isinstance(base, bool)
-            or not isinstance(base, (int, float))
-            or not (1.0 < base < math.inf)
-        ):
-            raise ValueError(f"rope_base must be a number > 1; got {base!r}")
-        if self.positions != "rope" and base != 10000.0:
+        if self.positions != "rope" and self.rope_base != 10000.0:
             raise ValueError(
-                f"rope_base={base!r} has no effect with positions="
+                f"rope_base={self.rope_base!r} has no effect with positions="
                 f"{self.positions!r}; use positions='rope' or leave rope_base"
             )
 
@@ -372,7 +352,8 @@ class GPT(nn.Module):
         also gives each row its own positions (its real tokens count from 0,
         as for the prompt alone), unless ``position_ids`` (B, T) are given.
         """
-        self._check_input(idx, kv_cache)
+        cfg = self.config
+        check_token_ids(idx, cfg.vocab_size, cfg.block_size, kv_cache)
         B, T = idx.shape
         offset = kv_cache.pos if kv_cache is not None else 0
         mask, pos = self._mask_and_positions(
@@ -396,123 +377,21 @@ class GPT(nn.Module):
     def _mask_and_positions(self, attention_mask, position_ids, B, T, offset):
         """(mask for attention, broadcastable to (B, nh, T, T_k), or None;
         positions (B, T) or (T,), or None: offset .. offset + T - 1)."""
-        t_k = offset + T
-        mask = attention_mask
+        mask, device = attention_mask, self.wte.weight.device
         if mask is not None:
-            if (
-                not isinstance(mask, torch.Tensor)
-                or mask.dtype.is_floating_point
-            ):
-                raise TypeError(
-                    "attention_mask must be a boolean (or 0/1 integer) "
-                    "tensor, True = a real token / may attend"
-                )
-            mask = mask.to(self.wte.weight.device) != 0
-            if mask.dim() == 2:
-                if tuple(mask.shape) != (B, t_k):
-                    raise ValueError(
-                        f"a padding mask is (B, cached + new positions) = "
-                        f"({B}, {t_k}); got {tuple(mask.shape)}"
-                    )
+            check_attention_mask(mask, B, T, offset + T)
+            mask = mask.to(device) != 0
+            if mask.dim() == 2:  # padding: (B, T_k), True at real tokens
                 if position_ids is None:  # count each row's real tokens
                     position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)
                     position_ids = position_ids[:, -T:]  # (B, T)
-                # (B, 1, 1, T_k): the same for every head and query
-                mask = mask[:, None, None, :]
-            elif mask.dim() in (3, 4):
-                mask = mask[:, None] if mask.dim() == 3 else mask
-                fits = mask.size(0) in (1, B)
-                if tuple(mask.shape[-2:]) != (T, t_k) or not fits:
-                    raise ValueError(
-                        "an attention mask is (B, [nh,] T, T_k) = "
-                        f"({B}, .., {T}, {t_k}); got "
-                        f"{tuple(attention_mask.shape)}"
-                    )
-            else:
-                raise ValueError(
-                    "attention_mask must be (B, T_k) (padding) or "
-                    f"(B, [nh,] T, T_k); got shape {tuple(mask.shape)}"
-                )
+                mask = mask[:, None, None, :]  # the same for heads, queries
+            elif mask.dim() == 3:
+                mask = mask[:, None]  # (B, 1, T, T_k): the same for heads
         if position_ids is not None:
-            pos = position_ids
-            if (
-                not isinstance(pos, torch.Tensor)
-                or pos.dtype.is_floating_point
-                or pos.dtype == torch.bool
-            ):
-                raise TypeError("position_ids must be an integer tensor")
-            if tuple(pos.shape) not in ((B, T), (T,)):
-                raise ValueError(
-                    f"position_ids must be (B, T) = ({B}, {T}) or (T,); got "
-                    f"{tuple(pos.shape)}"
-                )
-            if (
-                not 0
-                <= int(pos.min())
-                <= int(pos.max())
-                < self.config.block_size
-            ):
-                raise ValueError(
-                    f"position_ids must be in 0 .. block_size - 1 = "
-                    f"{self.config.block_size - 1}; got {int(pos.min())} .. "
-                    f"{int(pos.max())}"
-                )
-            position_ids = pos.to(self.wte.weight.device)
+            check_position_ids(position_ids, B, T, self.config.block_size)
+            position_ids = position_ids.to(device)
         return mask, position_ids
-
-    def _check_input(self, idx, kv_cache) -> None:
-        cfg = self.config
-        if not isinstance(idx, torch.Tensor):
-            raise TypeError(
-                "idx must be a torch.Tensor of token ids; got "
-                f"{type(idx).__name__} (wrap it: torch.tensor([ids]))"
-            )
-        if (
-            idx.dtype.is_floating_point
-            or idx.dtype.is_complex
-            or (idx.dtype == torch.bool)
-        ):
-            raise TypeError(
-                "idx must hold integer token ids (torch.long), got "
-                f"{idx.dtype}; pass token ids from a tokenizer, or convert "
-                "with idx.long()"
-            )
-        if idx.ndim != 2:
-            raise ValueError(
-                f"idx must have shape (B, T), got {tuple(idx.shape)}; for one "
-                "sequence add a batch dimension with idx.unsqueeze(0)"
-            )
-        B, T = idx.shape
-        if T == 0:
-            raise ValueError("idx is empty (T = 0): give at least one token")
-        if kv_cache is None and T > cfg.block_size:
-            raise ValueError(
-                f"sequence length {T} exceeds block_size {cfg.block_size}; "
-                f"crop the input, e.g. idx[:, -{cfg.block_size}:]"
-            )
-        if kv_cache is not None:
-            if kv_cache.pos + T > kv_cache.block_size:
-                raise ValueError(
-                    f"KV cache overflow: it holds {kv_cache.pos} positions "
-                    f"and {T} more would exceed block_size "
-                    f"{kv_cache.block_size}; call kv_cache.reset() and start "
-                    "again from a cropped context"
-                )
-            if kv_cache.batch_size != B:
-                raise ValueError(
-                    f"idx has batch size {B} but the KV cache was made for "
-                    f"{kv_cache.batch_size}; use model.new_kv_cache({B})"
-                )
-        if torch.compiler.is_compiling():
-            return  # reading values would break the compiled graph
-        lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"token id {bad} is out of range for vocab_size "
-                f"{cfg.vocab_size} (ids must be 0 .. {cfg.vocab_size - 1}); "
-                "was the text encoded with a different tokenizer?"
-            )
 
     # -- running it ----------------------------------------------------------
 

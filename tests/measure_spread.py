@@ -21,7 +21,7 @@ file records, without running anything (after a change of the rule).
 ``run`` takes about ten minutes per variant on two cores (``--jobs 2`` runs
 two one-thread variants at once). ``collect`` writes
 ``tests/data/trained_tolerances.json`` and the training chapter's expected
-band, ``llmbook/book_band.json`` (used by ``llmbook.train.check_run``).
+band, ``llmbook/train/book_band.json`` (used by ``llmbook.train.check_run``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from nbval.plugin import coalesce_streams
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-BAND = ROOT / "llmbook" / "book_band.json"
+BAND = ROOT / "llmbook" / "train" / "book_band.json"
 # The training chapter's loss table: its cell, and the columns it prints.
 TABLE = ("05_training", "ff34fd0e")
 

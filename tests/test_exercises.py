@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from llmbook import exercises as ex
-from llmbook.exercises import check, run_check
+from llmbook.exercises import (
+    appendix_a,
+    ch1,
+    ch2,
+    ch5,
+    check,
+    harness,
+    run_check,
+)
 from llmbook.tokenizer import merge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +141,7 @@ def _nll_all_columns(probs, targets):  # probs[:, targets] is (N, N)
 def _step_smaller_pair(ids, new_id):
     if len(ids) < 2:
         raise ValueError
-    counts = ex._pair_counts(ids)
+    counts = ch2._pair_counts(ids)
     pair = max(counts, key=lambda p: (counts[p], (-p[0], -p[1])))
     return pair, merge(ids, pair, new_id)
 
@@ -141,7 +149,7 @@ def _step_smaller_pair(ids, new_id):
 def _step_first_seen(ids, new_id):  # ties: the first pair seen
     if len(ids) < 2:
         raise ValueError
-    counts = ex._pair_counts(ids)
+    counts = ch2._pair_counts(ids)
     pair = max(counts, key=counts.get)
     return pair, merge(ids, pair, new_id)
 
@@ -149,7 +157,7 @@ def _step_first_seen(ids, new_id):  # ties: the first pair seen
 def _step_overlapping(ids, new_id):  # "aaa" becomes two merged tokens
     if len(ids) < 2:
         raise ValueError
-    counts = ex._pair_counts(ids)
+    counts = ch2._pair_counts(ids)
     pair = max(counts, key=lambda p: (counts[p], p))
     out = []
     for i in range(len(ids) - 1):
@@ -398,13 +406,13 @@ def _ln_bwd_no_var(dout, x, w, b, eps):  # forgets the path through var
 
 
 def _ln_bwd_dw_unnormalised(dout, x, w, b, eps):  # dw from x, not x-hat
-    dx, _, db = ex._layernorm_backward(dout, x, w, b, eps)
+    dx, _, db = appendix_a._layernorm_backward(dout, x, w, b, eps)
     c = x.shape[-1]
     return dx, (dout * x).reshape(-1, c).sum(0), db
 
 
 def _ln_bwd_always_db(dout, x, w, b, eps):  # a bias gradient without bias
-    dx, dw, _ = ex._layernorm_backward(dout, x, w, b, eps)
+    dx, dw, _ = appendix_a._layernorm_backward(dout, x, w, b, eps)
     return dx, dw, dout.reshape(-1, x.shape[-1]).sum(0)
 
 
@@ -432,7 +440,7 @@ def _linear_bwd_wt(dout, x, w):  # dX = dY W^T (the forward's weight)
 def _lr_warmup_from_zero(step, lr, min_lr, warmup, max_steps):
     if step < warmup:
         return lr * step / warmup  # step 0 would waste a step at lr 0
-    return ex._lr_at(step, lr, min_lr, warmup, max_steps)
+    return ch5._lr_at(step, lr, min_lr, warmup, max_steps)
 
 
 def _lr_cosine_to_zero(step, lr, min_lr, warmup, max_steps):
@@ -494,7 +502,7 @@ def _clip_always_scales(parameters, max_norm):  # also scales small ones up
 
 
 def _clip_returns_after(parameters, max_norm):  # the norm after clipping
-    ex._clip_grad_norm(parameters, max_norm)
+    ch5._clip_grad_norm(parameters, max_norm)
     return torch.linalg.vector_norm(
         torch.stack([p.grad.norm() for p in parameters])
     )
@@ -503,7 +511,7 @@ def _clip_returns_after(parameters, max_norm):  # the norm after clipping
 def _step_no_clip(model, optimizer, x, y, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = ex._cross_entropy(model(x), y)
+    loss = ch5._cross_entropy(model(x), y)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -511,9 +519,9 @@ def _step_no_clip(model, optimizer, x, y, lr):
 
 
 def _step_ignores_lr(model, optimizer, x, y, lr):
-    loss = ex._cross_entropy(model(x), y)
+    loss = ch5._cross_entropy(model(x), y)
     loss.backward()
-    ex._clip_grad_norm(list(model.parameters()), 1.0)
+    ch5._clip_grad_norm(list(model.parameters()), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
@@ -880,7 +888,7 @@ def test_a_late_not_implemented_error_is_a_failure():
     def partial(ids, block_size):
         if len(ids) > 6:
             raise NotImplementedError("long inputs")
-        return ex._next_token_examples(ids, block_size)
+        return ch1._next_token_examples(ids, block_size)
 
     result = run_check("1.1", partial)
     assert not result.passed and result.attempted
@@ -897,6 +905,22 @@ def test_unknown_exercise():
         run_check("9.9", print)
 
 
+def test_an_exercise_is_registered_once():
+    with pytest.raises(ValueError, match="'1.1' is registered twice"):
+        harness.exercise(
+            "1.1", label="x", name="f", params=(), reference=print
+        )(list)
+    assert ex.EXERCISES["1.1"].label == "ex-pipeline-pairs"
+
+
+def test_exercises_are_listed_in_the_books_order():
+    def place(exercise_id):
+        chapter, k = exercise_id.split(".")
+        return list(CHAPTERS).index(chapter), int(k)
+
+    assert ex.exercise_ids() == sorted(ex.exercise_ids(), key=place)
+
+
 def test_checks_are_deterministic():
     fn = _attention_top_left
     assert run_check("3.2", fn).message == run_check("3.2", fn).message
@@ -904,7 +928,7 @@ def test_checks_are_deterministic():
 
 def test_threads_are_restored():
     n = torch.get_num_threads()
-    run_check("1.1", ex._next_token_examples)
+    run_check("1.1", ch1._next_token_examples)
     assert torch.get_num_threads() == n
 
 

@@ -1,4 +1,4 @@
-"""llmbook.finetune and llmbook.finetune_data: the data sets built from the
+"""llmbook.finetune and llmbook.finetune.data: the data sets built from the
 plays, the classifier, the instruction format, the loop and its resume,
 the command line and its errors. Tiny random models, tiny data: seconds."""
 
@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from llmbook import finetune as ft
-from llmbook import finetune_data as fd
 from llmbook.checkpoint import load_model, save_checkpoint
 from llmbook.data import BOOK_PLAYS, load_shakespeare
-from llmbook.loop import TrainConfig
+from llmbook.finetune import data as fd
+from llmbook.finetune.cli import main as finetune_main
+from llmbook.finetune.loop import _batch as batch_of
 from llmbook.model import GPT, GPTConfig
 from llmbook.tokenizer import EOT, Tokenizer, train_bpe
+from llmbook.train import TrainConfig
 
 TEXT = (
     "To be, or not to be, that is the question: whether 'tis nobler in "
@@ -364,11 +366,11 @@ def test_interrupted_run_resumes_to_the_same_weights(
 
 
 def test_batches_cover_every_example_once_per_epoch():
-    order = [i for step in range(7) for i in ft._batch(10, 3, step, seed=2)]
+    order = [i for step in range(7) for i in batch_of(10, 3, step, seed=2)]
     assert sorted(order[:10]) == list(range(10)) == sorted(order[10:20])
     assert order[:10] != list(range(10))  # shuffled
-    assert ft._batch(10, 3, 4, seed=2) == order[12:15]  # the step alone
-    assert ft._batch(10, 3, 4, seed=3) != order[12:15]
+    assert batch_of(10, 3, 4, seed=2) == order[12:15]  # the step alone
+    assert batch_of(10, 3, 4, seed=3) != order[12:15]
 
 
 def test_resume_refuses_other_settings(tmp_path, tok):
@@ -407,7 +409,7 @@ def write(path, records):
 
 
 def cli(capsys, *argv):
-    code = ft.main([str(a) for a in argv])
+    code = finetune_main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
 

@@ -215,15 +215,15 @@ def test_batched_prompts_match_one_at_a_time(model):
     torch.manual_seed(2)
     prompts = torch.randint(0, model.config.vocab_size, (3, 6))  # (B, T)
     out = generate(model, prompts, 25, temperature=0)  # past the window
-    assert out.shape == (3, 25) and out.dtype == torch.long
+    assert [len(row) for row in out] == [25] * 3  # one list per prompt
     for row, prompt in zip(out, prompts):
-        assert row.tolist() == reference_greedy(model, prompt.tolist(), 25)
+        assert row == reference_greedy(model, prompt.tolist(), 25)
     steps = list(stream(model, prompts, 4, temperature=0))
     assert [s.shape for s in steps] == [(3,)] * 4
-    assert torch.equal(torch.stack(steps, 1), out[:, :4])
-    assert generate(model, prompts, 0).shape == (3, 0)
+    assert torch.stack(steps, 1).tolist() == [row[:4] for row in out]
+    assert generate(model, prompts, 0) == [[], [], []]
     as_lists = generate(model, prompts.tolist(), 25, temperature=0)
-    assert as_lists == out.tolist()  # a list of prompts: a list of results
+    assert as_lists == out  # a tensor or a list of prompts: the same
 
 
 # Prompts of different lengths: lengths 1 .. 20 against block_size 16, so
@@ -293,17 +293,23 @@ def test_stop_ids_end_generation_and_are_included(model):
         generate(model, ids, 30, temperature=0, stop_ids=stop)
         == full[: first + 1]
     )
-    # in a batch a finished row repeats its stop token until all are done
+    # in a batch each row ends at its own stop token; while the others go
+    # on, a stream repeats a stopped row's stop token
     torch.manual_seed(3)
     prompts = torch.randint(0, model.config.vocab_size, (2, 4))
     rows = generate(model, prompts, 30, temperature=0)
-    stop = int(rows[0, 2])
+    stop = rows[0][2]
     out = generate(model, prompts, 30, temperature=0, stop_ids=[stop])
-    ends = [r.tolist().index(stop) if stop in r.tolist() else 29 for r in rows]
-    assert out.shape[1] == max(ends) + 1
+    ends = [r.index(stop) if stop in r else 29 for r in rows]
+    assert [len(r) for r in out] == [end + 1 for end in ends]
     for r, full_row, end in zip(out, rows, ends):
-        assert r[: end + 1].tolist() == full_row[: end + 1].tolist()
-        assert (r[end:] == full_row[end]).all()
+        assert r == full_row[: end + 1]
+    steps = torch.stack(
+        list(stream(model, prompts, 30, temperature=0, stop_ids=[stop])), 1
+    )
+    assert steps.size(1) == max(ends) + 1
+    for r, end in zip(steps, ends):
+        assert (r[end:] == r[end]).all()
 
 
 def test_empty_prompt_starts_from_end_of_text(model):
@@ -351,13 +357,16 @@ def test_bad_arguments_say_what_is_wrong():
         ValueError, match="seed is a list of 1 but there are 2"
     ):
         generate(model, [[1, 2], [3]], 5, seed=[1])
-    with pytest.raises(TypeError, match="a list of seeds needs a list"):
-        generate(model, [1, 2], 5, seed=[1])
+    with pytest.raises(TypeError, match="a seed must be an int"):
+        generate(model, [1, 2], 5, seed=[1.5])
+    assert generate(model, [1, 2], 5, seed=[4]) == generate(
+        model, [1, 2], 5, seed=4
+    )
     with pytest.raises(TypeError, match="integer token ids"):
         generate(model, torch.tensor([1.0, 2.0]), 5)
     with pytest.raises(TypeError, match="encode the prompt"):
         generate(model, "hello", 5)
-    with pytest.raises(ValueError, match="max_new_tokens must be >= 0"):
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0"):
         generate(model, [1], -1)
     with pytest.raises(ValueError, match="top_k must be >= 1"):
         top_k_filter(torch.zeros(3), 0)

@@ -14,19 +14,38 @@ PACKAGE = Path(llmbook.__file__).parent
 
 
 def modules() -> list[str]:
-    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+    """Every module of the package as a dotted name under llmbook: "model",
+    "train.loop", and "train" for llmbook/train/__init__.py."""
+    names = []
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if parts:
+            names.append(".".join(parts))
+    return sorted(names)
+
+
+def source(name: str) -> Path:
+    path = PACKAGE.joinpath(*name.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def imported_modules(name: str) -> dict[str, int]:
-    """The llmbook modules that ``llmbook/<name>.py`` imports: {module: the
-    first line that imports it}."""
-    tree = ast.parse((PACKAGE / f"{name}.py").read_text(), f"{name}.py")
+    """The llmbook modules that module ``name`` imports: {dotted module:
+    the first line that imports it}. ``from llmbook.train import x`` is an
+    import of the package ``train`` (its __init__), unless ``x`` is a
+    module of it."""
+    tree = ast.parse(source(name).read_text(), str(source(name)))
+    known = set(modules())
+    package = name if source(name).name == "__init__.py" else ""
+    package = package or ".".join(name.split(".")[:-1])
     found: dict[str, int] = {}
 
     def add(dotted: str, line: int) -> None:
         parts = dotted.split(".")
         if parts[0] == "llmbook" and len(parts) > 1:
-            found.setdefault(parts[1], line)
+            found.setdefault(".".join(parts[1:]), line)
 
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -34,12 +53,18 @@ def imported_modules(name: str) -> dict[str, int]:
                 add(alias.name, node.lineno)
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from . import x, from .x import y
-                base = "llmbook" + ("." + node.module if node.module else "")
+                up = package.split(".") if package else []
+                up = up[: len(up) - (node.level - 1)]
+                base = ".".join(
+                    ["llmbook", *up] + ([node.module] if node.module else [])
+                )
             else:
                 base = node.module or ""
-            if base == "llmbook":  # from llmbook import data, tokenizer
-                for alias in node.names:
-                    add(f"llmbook.{alias.name}", node.lineno)
+            for alias in node.names:  # from llmbook.train import loop
+                sub = f"{base}.{alias.name}"
+                if sub.removeprefix("llmbook.") in known:
+                    add(sub, node.lineno)
+                    break
             else:
                 add(base, node.lineno)
     found.pop(name, None)
@@ -55,12 +80,27 @@ def test_every_module_has_a_place_in_the_order():
     assert len(set(order)) == len(order), "MODULE_ORDER lists a module twice"
     unlisted = sorted(set(modules()) - set(order))
     assert not unlisted, (
-        f"llmbook/{unlisted[0]}.py is not in MODULE_ORDER: add it to the list "
-        "and the docstring in llmbook/__init__.py, after every module it "
-        "imports"
+        f"llmbook module {unlisted[0]} is not in MODULE_ORDER: add it to "
+        "the list in llmbook/__init__.py, after every module it imports"
     )
-    for name in order:  # the docstring names each module, in the same order
-        assert f"``{name}``" in llmbook.__doc__, name
+    stale = sorted(set(order) - set(modules()))
+    assert not stale, f"MODULE_ORDER lists {stale}, which do not exist"
+    for name in order:  # the tree in the docstring shows each top module
+        top = name.split(".")[0]
+        shown = f"{top}/" if "." in name or (PACKAGE / top).is_dir() else top
+        assert f"{shown}" in llmbook.__doc__, name
+
+
+def test_a_package_is_one_block_of_the_order():
+    groups = [m.split(".")[0] for m in llmbook.MODULE_ORDER]
+    seen: list[str] = []
+    for g in groups:
+        if seen and seen[-1] == g:
+            continue
+        assert g not in seen, (
+            f"the modules of {g}/ are not contiguous in MODULE_ORDER"
+        )
+        seen.append(g)
 
 
 def test_no_import_cycles():
@@ -89,8 +129,8 @@ def test_no_import_cycles():
 def test_imports_only_go_to_earlier_modules():
     rank = {m: i for i, m in enumerate(llmbook.MODULE_ORDER)}
     backward = [
-        f"llmbook/{m}.py:{line} imports {dep}, which comes after it in "
-        "MODULE_ORDER"
+        f"{source(m).relative_to(PACKAGE.parent)}:{line} imports {dep}, "
+        "which comes after it in MODULE_ORDER"
         for m, deps in graph().items()
         if m in rank
         for dep, line in sorted(deps.items(), key=lambda kv: kv[1])
@@ -104,6 +144,60 @@ def test_the_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
         "import llmbook.b\nfrom llmbook import c\nfrom llmbook.d import x\n"
         "from . import e\nfrom .f import y\nimport os\n"
         "def late():\n    import llmbook.g as G\n"
+        "from llmbook.p import q\nfrom llmbook.p.q import z\n"
     )
+    for m in "bcdefg":
+        (tmp_path / f"{m}.py").write_text("")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "__init__.py").write_text("from .q import z\n")
+    (tmp_path / "p" / "q.py").write_text("")
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path)
-    assert sorted(imported_modules("a")) == ["b", "c", "d", "e", "f", "g"]
+    want = ["b", "c", "d", "e", "f", "g", "p.q"]
+    assert sorted(imported_modules("a")) == want
+    assert sorted(imported_modules("p")) == ["p.q"]
+
+
+PARTS = ("generate", "train", "finetune")
+
+
+def test_every_public_name_has_one_home():
+    """A part's package lists its public names (__all__); each is defined
+    in exactly one of its modules, and no two parts share a name."""
+    import importlib
+
+    seen: dict[str, str] = {}
+    for part in PARTS:
+        package = importlib.import_module(f"llmbook.{part}")
+        for name in package.__all__:
+            obj = getattr(package, name)
+            home = getattr(obj, "__module__", None)
+            if home is not None and home.startswith("llmbook."):
+                assert home.startswith(f"llmbook.{part}."), (
+                    f"llmbook.{part} exports {name} from {home}: import "
+                    "it from its own part instead"
+                )
+            assert name not in seen, f"{name} is in {seen[name]} and {part}"
+            seen[name] = part
+
+
+def test_the_chapters_import_public_names_from_the_parts():
+    """Notebooks import a part's names from the part (``from llmbook.train
+    import TrainConfig``), never from one of its modules."""
+    import json
+    import re
+
+    book = PACKAGE.parent / "book"
+    pattern = re.compile(
+        r"^\s*from llmbook\.(" + "|".join(PARTS) + r")\.(\w+) import",
+        re.MULTILINE,
+    )
+    found = []
+    for path in sorted(book.glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                source = "".join(cell["source"])
+                found += [
+                    f"{path.name}: {m.group(0).strip()}"
+                    for m in pattern.finditer(source)
+                ]
+    assert not found, "\n".join(found)

@@ -1,4 +1,4 @@
-"""llmbook.lora, proven equal to Hugging Face peft (pinned in
+"""llmbook.finetune.lora, proven equal to Hugging Face peft (pinned in
 requirements.txt): same base weights and the same A and B give the same
 logits, the same gradients of every A and B, the same trainable parameters
 and the same merged weights. The rest: merging, state dicts, dropout,
@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmbook import lora
+from llmbook.finetune import lora
 from llmbook.model import GPT, GPTConfig
-from llmbook.optim import AdamW
+from llmbook.train.optim import AdamW
 
 ATTN = ("attn.c_attn", "attn.c_proj")
 ALL_LINEAR = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -407,11 +407,9 @@ def test_optimizer_state_bytes(opt):
 
 
 def test_errors():
-    with pytest.raises(ValueError, match=r"r must be an integer >= 1; got 0"):
+    with pytest.raises(ValueError, match=r"r must be an int >= 1, got 0"):
         lora.apply_lora(tiny_gpt(), r=0)
-    with pytest.raises(
-        ValueError, match=r"r must be an integer >= 1; got 2.5"
-    ):
+    with pytest.raises(TypeError, match=r"r must be an int >= 1, got 2.5"):
         lora.LoRALinear(nn.Linear(2, 2), r=2.5)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
         lora.apply_lora(tiny_gpt(), dropout=1.0)

@@ -90,10 +90,10 @@ def test_preset_errors():
             dict(n_embd=30, n_head=2, positions="rope"),
             "RoPE needs an even head size",
         ),
-        (dict(n_layer=0), "n_layer must be a positive integer; got 0"),
-        (dict(vocab_size=-5), "vocab_size must be a positive integer"),
-        (dict(block_size=2.5), "block_size must be a positive integer"),
-        (dict(n_head=True), "n_head must be a positive integer"),
+        (dict(n_layer=0), "n_layer must be an int >= 1, got 0"),
+        (dict(vocab_size=-5), "vocab_size must be an int >= 1"),
+        (dict(block_size=2.5), "block_size must be an int >= 1"),
+        (dict(n_head=True), "n_head must be an int >= 1"),
         (dict(positions="alibi"), "unknown positions 'alibi'; choose one of"),
         (dict(norm="batchnorm"), "unknown norm 'batchnorm'"),
         (dict(mlp="relu"), "unknown mlp 'relu'"),
@@ -103,7 +103,8 @@ def test_preset_errors():
     ],
 )
 def test_invalid_configs(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    # TypeError for a value of the wrong kind, ValueError out of range
+    with pytest.raises((TypeError, ValueError), match=message):
         GPTConfig.preset("tiny", **overrides)
 
 
@@ -538,9 +539,9 @@ def test_default_sizes_are_the_old_rule_and_old_configs_still_load():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(mlp_hidden=0), "mlp_hidden must be a positive integer"),
-        (dict(mlp_hidden=64.0), "mlp_hidden must be a positive integer"),
-        (dict(mlp_hidden=True), "mlp_hidden must be a positive integer"),
+        (dict(mlp_hidden=0), "mlp_hidden must be an int >= 1"),
+        (dict(mlp_hidden=64.0), "mlp_hidden must be an int >= 1"),
+        (dict(mlp_hidden=True), "mlp_hidden must be an int >= 1"),
         (
             dict(rope_base=1.0, positions="rope"),
             "rope_base must be a number > 1",
@@ -557,7 +558,7 @@ def test_default_sizes_are_the_old_rule_and_old_configs_still_load():
     ],
 )
 def test_invalid_sizes(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((TypeError, ValueError), match=message):
         GPTConfig.preset("tiny", **overrides)
 
 

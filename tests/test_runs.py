@@ -1,4 +1,4 @@
-"""llmbook.runs: the book's cached runs are keyed by everything that made
+"""llmbook.train.runs: the book's cached runs are keyed by everything that made
 them (settings, corpus, code, library versions), an interrupted run still
 resumes, and check_run tells a normal run from an odd one."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import llmbook.data as D
-import llmbook.loop as loop
-import llmbook.runs as runs
+import llmbook.train.runs as runs
+import llmbook.train.trainer as trainer
 from llmbook.tokenizer import book_tokenizer
 from llmbook.train import TrainConfig
 
@@ -80,7 +80,7 @@ def test_a_change_to_what_made_the_model_retrains(
 
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_where_it_stopped(cache, monkeypatch):
-    real_save = loop.save_checkpoint
+    real_save = trainer.save_checkpoint
     calls = []
 
     def save_then_die(*args, **kwargs):
@@ -89,10 +89,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(cache, monkeypatch):
             raise KeyboardInterrupt  # killed before the second checkpoint
         real_save(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         runs.book_run("smoke", progress=False, checkpoint_interval=10)
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
     said = []
     resumed = runs.book_run(
         "smoke", progress=False, log=said.append, checkpoint_interval=10

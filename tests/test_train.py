@@ -15,20 +15,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import llmbook.runs as runs
 import llmbook.train as T
+import llmbook.train.cli as train_cli
+import llmbook.train.runs as runs
+from llmbook.checkpoint import load_checkpoint, load_model
 from llmbook.model import GPT, GPTConfig
 from llmbook.train import (
     AdamW,
     TrainConfig,
     clip_grad_norm,
     cross_entropy,
-    load_checkpoint,
-    load_model,
     lr_at,
     param_groups,
     train,
 )
+from llmbook.train.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = (
@@ -423,22 +424,25 @@ def test_bad_input_errors(tmp_path, corpus):
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lr_max'\]"):
         TrainConfig.preset("smoke", lr_max=1.0)
     with pytest.raises(ValueError, match="unknown setting 'colour'"):
-        T._parse_set(["colour=red"])
+        train_cli._parse_set(["colour=red"])
     with pytest.raises(ValueError, match="not a valid int"):
-        T._parse_set(["max_steps=ten"])
+        train_cli._parse_set(["max_steps=ten"])
     with pytest.raises(ValueError, match="unknown dtype"):
         train(small_cfg(tmp_path, dtype="float8"), corpus, **quiet)
 
 
 def test_cli_reports_errors(tmp_path, capsys):
     # bad input exits 2, as argparse and the other programs do
-    assert T.main(["--preset", "nope"]) == 2
+    assert train_main(["--preset", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("python -m llmbook.train: error: unknown preset")
-    assert T.main(["--data", str(tmp_path / "x.txt"), "--set", "wat=1"]) == 2
+    assert (
+        train_main(["--data", str(tmp_path / "x.txt"), "--set", "wat=1"]) == 2
+    )
     assert "unknown setting 'wat'" in capsys.readouterr().err
     assert (
-        T.main(["--preset", "smoke", "--data", str(tmp_path / "x.txt")]) == 2
+        train_main(["--preset", "smoke", "--data", str(tmp_path / "x.txt")])
+        == 2
     )
     assert "does not exist" in capsys.readouterr().err
 
@@ -447,14 +451,14 @@ def test_cli_exits_1_when_the_run_itself_fails(monkeypatch, capsys):
     def diverge(*args, **kwargs):
         raise T.TrainingDiverged("the loss became nan at step 3")
 
-    monkeypatch.setattr(T, "train", diverge)
-    assert T.main(["--preset", "smoke"]) == 1
+    monkeypatch.setattr(train_cli, "train", diverge)
+    assert train_main(["--preset", "smoke"]) == 1
     assert "error: the loss became nan" in capsys.readouterr().err
 
 
 def test_cli_help_lists_every_setting(capsys):
     with pytest.raises(SystemExit) as e:
-        T.main(["--help"])
+        train_main(["--help"])
     assert e.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     for field in dataclasses.fields(TrainConfig):

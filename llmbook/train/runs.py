@@ -1,4 +1,5 @@
-"""The book's cached runs: the training chapter's model, trained once.
+"""The book's cached runs: the training chapter's model, trained once, and
+the smaller draft model of speculative decoding.
 
 ``book_run(profile)`` trains (or continues, or only evaluates) the
 chapter's run on the nine plays in ``data_dir()/checkpoints/<profile>/``;
@@ -10,6 +11,10 @@ the settings, the corpus's sha256, the source of every module the training
 runs through, the torch and numpy versions and the device type. When any of
 them changes, the model is trained again (and one line on stderr says why):
 a cached model never outlives the code that trained it.
+
+``draft_checkpoint(profile)`` is the draft model of chapter 7's
+speculative decoding: the same settings, a smaller model, cached the same
+way.
 
 ``check_run(result)`` says whether a run of the book's settings landed in
 the band measured across machines and seeds (``book_band.json``, written by
@@ -38,19 +43,27 @@ from llmbook.data import (
     source_hashes,
     stale,
 )
-from llmbook.loop import TrainConfig, TrainResult, pick_device, train
+from llmbook.train.config import TRAIN_PRESETS, TrainConfig, pick_device
+from llmbook.train.loop import TrainResult, train
 
 # Every module a training run executes: an edit to any of them retrains.
 TRAINING_MODULES = (
+    "checks",
     "data",
     "tokenizer",
     "attention",
     "model",
-    "loss",
-    "optim",
     "checkpoint",
-    "generate",
-    "loop",
+    "generate.sampling",
+    "generate.prompts",
+    "generate.engine",
+    "generate.reference",
+    "train.config",
+    "train.loss",
+    "train.optim",
+    "train.metrics",
+    "train.trainer",
+    "train.loop",
 )
 KEY_FILE = "cache_key.json"
 BAND_FILE = Path(__file__).with_name("book_band.json")
@@ -142,6 +155,83 @@ def book_checkpoint(
         if state.get("step") == cfg.max_steps:
             return path
     book_run(profile, progress=progress, log=lambda *a: None, **overrides)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# The draft model: the book's model, smaller, trained the same way
+
+DRAFT_PRESETS: dict[str, dict] = {
+    # same tokenizer and data as the target of the same profile
+    "smoke": dict(
+        TRAIN_PRESETS["smoke"],
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        max_steps=20,
+        sample_interval=0,
+    ),
+    "book": dict(
+        TRAIN_PRESETS["book"],
+        n_layer=1,
+        n_head=2,
+        n_embd=128,
+        max_steps=600,
+        sample_interval=0,
+        checkpoint_interval=200,
+    ),
+    "gpu": dict(
+        TRAIN_PRESETS["gpu"],
+        n_layer=2,
+        n_head=4,
+        n_embd=256,
+        sample_interval=0,
+    ),
+}
+
+
+def draft_config(profile: str = "book", **overrides) -> TrainConfig:
+    """The draft's TrainConfig for ``profile``: the target's settings (same
+    tokenizer, data, batches, schedule) with a smaller model, and
+    ``overrides`` of them (e.g. ``seed=1``, ``max_steps=2``)."""
+    if profile not in DRAFT_PRESETS:
+        raise ValueError(
+            f"unknown profile {profile!r}; choose one of {list(DRAFT_PRESETS)}"
+        )
+    out = data_dir() / "checkpoints" / f"draft-{profile}"
+    settings = {**DRAFT_PRESETS[profile], **overrides, "out_dir": str(out)}
+    return TrainConfig(**settings)
+
+
+def draft_checkpoint(
+    profile: str = "book", progress: bool = False, **overrides
+) -> Path:
+    """The path of the draft model for ``profile`` (and ``overrides`` of its
+    settings), trained (by ``llmbook.train.train``, deterministically) the
+    first time and cached in ``data_dir()/checkpoints/draft-<profile>/``,
+    keyed like the book's runs (``llmbook.train.runs.run_key``: settings, data,
+    code, versions): other settings train it again."""
+    cfg = draft_config(profile, **overrides)
+    directory = Path(cfg.out_dir)
+    path, key_file = directory / "ckpt.pt", directory / "cache_key.json"
+    key = run_key(cfg)
+    with _locked(directory):
+        reason = stale(key_file, key)
+        if reason:
+            if path.exists():
+                path.unlink()
+            record(key_file, key)
+        elif path.exists():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("step") == cfg.max_steps:
+                return path
+        train(
+            cfg,
+            shakespeare_path(),
+            resume=True,
+            progress=progress,
+            log=lambda *a: None,
+        )
     return path
 
 

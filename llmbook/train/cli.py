@@ -1,18 +1,5 @@
-"""Training from the command line, and every training name in one place.
-
-``python -m llmbook.train --preset book --data FILE`` (or under
-``torchrun``). The pieces live in their own modules, in the order the
-training chapter builds them, and are importable from here too:
-
-- ``llmbook.loss``        cross_entropy, LinearCrossEntropy,
-                          LanguageModelLoss, bits_per_byte
-- ``llmbook.optim``       param_groups, AdamW, lr_at, clip_grad_norm
-- ``llmbook.checkpoint``  save_checkpoint, load_checkpoint, load_model
-- ``llmbook.loop``        TrainConfig, TRAIN_PRESETS, train, evaluate,
-                          pick_device, autocast_context, plot_metrics
-- ``llmbook.runs``        book_run, book_checkpoint, checkpoint_dir,
-                          check_run, expected_band
-"""
+"""The training command line: ``python -m llmbook.train --preset book
+--data FILE`` (or under ``torchrun``)."""
 
 from __future__ import annotations
 
@@ -22,73 +9,9 @@ import os
 import sys
 import textwrap
 
-from llmbook.checkpoint import (
-    CHECKPOINT_FORMAT,
-    load_checkpoint,
-    load_model,
-    save_checkpoint,
-)
-from llmbook.loop import (
-    TRAIN_PRESETS,
-    TrainConfig,
-    TrainingDiverged,
-    TrainResult,
-    autocast_context,
-    estimate_loss,
-    evaluate,
-    get_tokenizer,
-    pick_device,
-    plot_metrics,
-    train,
-)
-from llmbook.loss import (
-    LanguageModelLoss,
-    LinearCrossEntropy,
-    bits_per_byte,
-    cross_entropy,
-)
-from llmbook.optim import AdamW, clip_grad_norm, lr_at, param_groups
-from llmbook.runs import (
-    RunCheck,
-    book_checkpoint,
-    book_run,
-    check_run,
-    checkpoint_dir,
-    expected_band,
-)
+from llmbook.train import TRAIN_PRESETS, TrainConfig, TrainingDiverged, train
 
-__all__ = [
-    "CHECKPOINT_FORMAT",
-    "TRAIN_PRESETS",
-    "AdamW",
-    "LanguageModelLoss",
-    "LinearCrossEntropy",
-    "TrainConfig",
-    "TrainResult",
-    "TrainingDiverged",
-    "RunCheck",
-    "autocast_context",
-    "bits_per_byte",
-    "book_checkpoint",
-    "book_run",
-    "check_run",
-    "checkpoint_dir",
-    "expected_band",
-    "clip_grad_norm",
-    "cross_entropy",
-    "estimate_loss",
-    "evaluate",
-    "get_tokenizer",
-    "load_checkpoint",
-    "load_model",
-    "lr_at",
-    "main",
-    "param_groups",
-    "pick_device",
-    "plot_metrics",
-    "save_checkpoint",
-    "train",
-]
+__all__ = ["main"]
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -201,7 +124,3 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"checkpoint: {result.checkpoint}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,17 @@
-"""Fast decoding: a static KV cache, one-pass prefill, a compiled step.
+"""Fast generation: a static KV cache, one-pass prefill, a compiled step.
 
-``llmbook.generate`` is written to be read: a cache that grows, a window
-that slides, every argument checked at every step. This module is the same
+The reference engine (``llmbook.generate.reference``) is written to be read:
+a cache that grows, a window that slides. This engine is the same
 computation arranged for speed, and the tests check it gives the same
 tokens:
 
-- **A static cache.** ``Decoder`` allocates the keys and values of every
-  layer once, for ``max_len`` slots: ``(B, n_head, max_len, head_size)`` per
-  layer. Step ``j`` writes slot ``j`` in place (``index_copy_``) and attends
-  over all ``max_len`` slots with a mask that hides the slots not written
-  yet. Every step then has the same shapes, nothing is allocated per token,
-  and ``torch.compile`` can turn the whole step into one graph compiled once.
+- **A static cache.** ``StaticCacheEngine`` allocates the keys and values
+  of every layer once, for ``max_len`` slots: ``(B, n_head, max_len,
+  head_size)`` per layer. Step ``j`` writes slot ``j`` in place
+  (``index_copy_``) and attends over all ``max_len`` slots with a mask that
+  hides the slots not written yet. Every step then has the same shapes,
+  nothing is allocated per token, and ``torch.compile`` can turn the whole
+  step into one graph compiled once.
 - **Prefill, then decode.** The prompt goes through the model in one pass
   (all its tokens at once: a matrix-matrix product, compute-bound); then one
   token per step (matrix-vector products, bound by memory bandwidth).
@@ -21,7 +22,7 @@ tokens:
 
 The speed limit of batch-1 decoding is memory bandwidth: every step reads
 every weight once. ``measure_bandwidth`` measures it; with
-``llmbook.quantize.weight_bytes`` it gives the roofline
+``llmbook.generate.quantize.weight_bytes`` it gives the roofline
 ``tokens/s <= bandwidth / weight bytes``.
 
 Shapes: B batch, T new tokens, L = max_len slots, C channels, V vocabulary.
@@ -29,87 +30,21 @@ Shapes: B batch, T new tokens, L = max_len slots, C channels, V vocabulary.
 
 from __future__ import annotations
 
-import statistics
 import time
-from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from llmbook.attention import causal_attention, use_fused
-from llmbook.generate import sample_next
+from llmbook.checks import check_int
+from llmbook.generate.engine import Engine
+from llmbook.generate.prompts import Prompts
+from llmbook.generate.sampling import SamplingParams
 from llmbook.model import GPT
+from llmbook.timing import median_seconds
 
-__all__ = ["Decoder", "measure_bandwidth", "pad_left"]
-
-
-def _check_sampling(temperature, top_k, top_p) -> None:
-    if isinstance(temperature, bool) or not isinstance(
-        temperature, (int, float)
-    ):
-        raise TypeError(
-            f"temperature must be a number, got {type(temperature).__name__}"
-        )
-    if temperature < 0:
-        raise ValueError(
-            f"temperature must be >= 0 (0 means greedy), got {temperature}"
-        )
-    if top_k is not None and (
-        isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1
-    ):
-        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
-    if top_p is not None and (
-        isinstance(top_p, bool)
-        or not isinstance(top_p, (int, float))
-        or not 0 < top_p <= 1
-    ):
-        raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
-
-
-def pad_left(prompts, vocab_size: int) -> tuple[Tensor, Tensor, bool]:
-    """Prompts -> ``(idx (B, T) int64, pad (B,) int64, batched)``.
-
-    ``prompts``: one prompt (a list of ints or a 1-D tensor; batched False)
-    or several (a 2-D tensor, or a list of lists of any lengths). Shorter
-    rows are padded on the left with id 0; ``pad[b]`` counts row b's pads.
-    """
-    if isinstance(prompts, Tensor):
-        if prompts.dtype.is_floating_point or prompts.dtype == torch.bool:
-            raise TypeError(
-                f"prompts must be integer token ids, got {prompts.dtype}"
-            )
-        if prompts.dim() not in (1, 2):
-            raise ValueError(
-                "prompts must be 1-D (one prompt) or 2-D (B, T); "
-                f"got shape {tuple(prompts.shape)}"
-            )
-        batched = prompts.dim() == 2
-        rows = prompts.tolist() if batched else [prompts.tolist()]
-    elif isinstance(prompts, (str, bytes)):
-        raise TypeError(
-            "prompts must be token ids, not text: encode them "
-            "with the model's tokenizer first"
-        )
-    else:
-        rows = list(prompts)
-        batched = bool(rows) and not isinstance(rows[0], int)
-        rows = [list(r) for r in rows] if batched else [rows]
-    if not rows or any(len(r) == 0 for r in rows):
-        raise ValueError("every prompt needs at least one token")
-    for r in rows:
-        for t in r:
-            if isinstance(t, bool) or not isinstance(t, int):
-                raise TypeError(f"token ids must be ints, got {t!r}")
-            if not 0 <= t < vocab_size:
-                raise ValueError(
-                    f"prompt id {t} is outside the model's "
-                    f"vocabulary [0, {vocab_size})"
-                )
-    width = max(len(r) for r in rows)
-    idx = torch.tensor([[0] * (width - len(r)) + r for r in rows])
-    pad = torch.tensor([width - len(r) for r in rows])
-    return idx, pad, batched
+__all__ = ["StaticCacheEngine", "measure_bandwidth"]
 
 
 def _rope_at(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -120,9 +55,9 @@ def _rope_at(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
-class Decoder:
+class StaticCacheEngine(Engine):
     """Generation with a static KV cache for a ``GPT`` (also a bfloat16 or
-    int8 one from ``llmbook.quantize``).
+    int8 one from ``llmbook.generate.quantize``).
 
     ``max_len``: cache slots, at most (and by default) ``block_size``; a
     prompt of T tokens and n new tokens need T + n - 1 of them (attention
@@ -136,19 +71,16 @@ class Decoder:
         self, model: GPT, max_len: int | None = None, compile: bool = False
     ):
         if not isinstance(model, GPT):
-            raise TypeError(f"Decoder needs a GPT; got {type(model).__name__}")
+            raise TypeError(
+                f"StaticCacheEngine needs a GPT; got {type(model).__name__}"
+            )
         block = model.config.block_size
         max_len = block if max_len is None else max_len
-        if (
-            isinstance(max_len, bool)
-            or not isinstance(max_len, int)
-            or not (1 <= max_len <= block)
-        ):
+        if check_int("max_len", max_len, low=1) > block:
             raise ValueError(
-                f"max_len must be an int in [1, block_size = "
-                f"{block}], got {max_len!r}"
+                f"max_len must be at most block_size = {block}, got {max_len}"
             )
-        self.model = model.eval()
+        super().__init__(model.eval())
         self.max_len = max_len
         self.compile = compile
         self.compile_seconds: dict[tuple, float] = {}  # (B, T) -> seconds
@@ -240,6 +172,8 @@ class Decoder:
         returns the logits of each row's next token, (B, V)."""
         self.allocate(idx.size(0))
         slots = torch.arange(idx.size(1), device=idx.device)  # (T,)
+        self._pad = pad
+        self._slot = slots[-1:].clone()  # (1,): the last slot written
         return self.forward(idx, slots, pad)[:, -1]
 
     def step(self, tokens: Tensor, slot: Tensor, pad: Tensor) -> Tensor:
@@ -273,98 +207,29 @@ class Decoder:
             )
         return time.perf_counter() - t0
 
-    # -- the loop ----------------------------------------------------------
+    # -- the engine's two calls ----------------------------------------------
 
-    @torch.inference_mode()
-    def generate(
-        self,
-        prompts,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_ids: Iterable[int] = (),
-        seed: int | None = None,
-    ) -> list[int] | Tensor:
-        """Like ``llmbook.generate.generate``: the new tokens only,
-        ``list[int]`` for one prompt, a ``(B, n)`` tensor for several (here
-        they may differ in length). Same sampling rules, same seed, same
-        stop-token convention (a stopped row repeats its stop token)."""
-        if (
-            isinstance(max_new_tokens, bool)
-            or not isinstance(max_new_tokens, int)
-            or max_new_tokens < 0
-        ):
+    def prepare(self, prompts: Prompts, params: SamplingParams):
+        idx, pad = prompts.left_padded()
+        need = idx.size(1) + params.max_new_tokens - 1
+        if need > self.max_len:
             raise ValueError(
-                f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
-            )
-        _check_sampling(temperature, top_k, top_p)
-        vocab = self.model.config.vocab_size
-        stops = [
-            int(s)
-            for s in ((stop_ids,) if isinstance(stop_ids, int) else stop_ids)
-        ]
-        for s in stops:
-            if not 0 <= s < vocab:
-                raise ValueError(
-                    f"stop id {s} is outside the model's "
-                    f"vocabulary [0, {vocab})"
-                )
-        idx, pad, batched = pad_left(prompts, vocab)
-        B, T = idx.shape
-        if T + max_new_tokens - 1 > self.max_len:
-            raise ValueError(
-                f"a {T}-token prompt and {max_new_tokens} new tokens need "
-                f"{T + max_new_tokens - 1} cache slots; this Decoder has "
+                f"a {idx.size(1)}-token prompt and {params.max_new_tokens} "
+                f"new tokens need {need} cache slots; this engine has "
                 f"max_len={self.max_len} (block_size "
                 f"{self.model.config.block_size}). Generate fewer tokens, or "
                 "use llmbook.generate.generate, which slides the window"
             )
-        dev = self._ref.device
-        idx, pad = idx.to(dev), pad.to(dev)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=dev).manual_seed(int(seed))
-        out = torch.zeros(B, max_new_tokens, dtype=torch.long, device=dev)
-        n = 0
-        if max_new_tokens:
-            logits = self.prefill(idx, pad)  # (B, V)
-            stop_t = torch.tensor(stops, dtype=torch.long, device=dev)
-            finished = torch.zeros(B, dtype=torch.bool, device=dev)
-            last = torch.zeros(B, dtype=torch.long, device=dev)  # stop ids
-            slot = torch.zeros(1, dtype=torch.long, device=dev)
-            while True:
-                nxt = sample_next(
-                    logits, temperature, top_k, top_p, generator
-                )  # (B,)
-                if stops:
-                    nxt = torch.where(finished, last, nxt)
-                    newly = torch.isin(nxt, stop_t) & ~finished
-                    last = torch.where(newly, nxt, last)
-                    finished |= newly
-                out[:, n] = nxt
-                n += 1
-                if n == max_new_tokens or (stops and bool(finished.all())):
-                    break
-                slot.fill_(T + n - 1)  # the slot of the token just made
-                logits = self.step(nxt[:, None], slot, pad)[:, -1]
-        out = out[:, :n].cpu()
-        return out if batched else out[0].tolist()
+        return idx.to(self.device), pad.to(self.device)
+
+    def decode(self, tokens: Tensor) -> Tensor:
+        """One new token per row (B,) at the next slot: logits (B, V)."""
+        self._slot += 1  # in place: a compiled step sees the same tensor
+        return self.step(tokens[:, None], self._slot, self._pad)[:, -1]
 
 
 # ---------------------------------------------------------------------------
 # The roofline's denominator
-
-
-def _median_seconds(f, repeats: int) -> float:
-    f()  # warm up: page faults, thread pool
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def measure_bandwidth(
@@ -384,11 +249,11 @@ def measure_bandwidth(
     """
     src = torch.ones(copy_mib * 2**20 // 4)
     dst = torch.empty_like(src)
-    t_copy = _median_seconds(lambda: dst.copy_(src), repeats)
+    t_copy = median_seconds(lambda: dst.copy_(src), repeats)
     w = torch.randn(matvec_n, matvec_n).to(dtype)
     x = torch.randn(1, matvec_n).to(dtype)
     with torch.inference_mode():
-        t_mv = _median_seconds(lambda: F.linear(x, w), repeats)
+        t_mv = median_seconds(lambda: F.linear(x, w), repeats)
     return dict(
         copy=2 * src.numel() * 4 / t_copy / 1e9,
         matvec=w.numel() * w.element_size() / t_mv / 1e9,

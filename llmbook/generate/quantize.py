@@ -17,8 +17,8 @@ double the speed. Two ways, both written here:
   only the stored weights shrink, 4x against float32. ``quantize_int8``
   swaps every ``nn.Linear`` of a GPT for an ``Int8Linear`` (and the tied
   embedding/LM-head matrix for one shared int8 table), so the quantized
-  model still runs through ``llmbook.generate`` and ``llmbook.loop``
-  unchanged.
+  model still runs through every engine of ``llmbook.generate`` and the
+  evaluation of ``llmbook.train`` unchanged.
 
 Which kernel computes ``x @ (q * s)^T`` matters more than the format: a
 kernel that first expands ``q`` to floats in memory reads and writes more
@@ -28,7 +28,7 @@ CPU kernel that converts int8 to float in registers, row by row, and
 multiplies by the scale at the end), and the plain
 ``F.linear(x, q.to(x.dtype)) * s`` everywhere else (under ``torch.compile``
 that line becomes one fused loop). Nothing here assumes it is faster:
-``benchmarks/generate.py`` measures it.
+``llmbook.bench.generate`` measures it.
 """
 
 from __future__ import annotations

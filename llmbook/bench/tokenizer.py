@@ -1,7 +1,7 @@
 """Tokenizer speed, side by side: BPE training time and encoding throughput.
 
-    python benchmarks/tokenizer.py            # 1 MB and 5 MB corpora
-    python benchmarks/tokenizer.py --quick    # 1 MB only, fewer repeats
+    python -m llmbook.bench.tokenizer            # 1 MB and 5 MB corpora
+    python -m llmbook.bench.tokenizer --quick    # 1 MB only, fewer repeats
 
 Training: ``llmbook.tokenizer.train_bpe`` (pure Python, incremental pair
 counts) against Hugging Face ``tokenizers``' BPE trainer (Rust, multi-
@@ -12,8 +12,13 @@ Encoding (MB/s of UTF-8 input): the from-scratch ``Tokenizer.encode`` (with
 an empty word cache, and again with the cache filled), its ``to_tiktoken()``
 export, tiktoken's own GPT-2, GPT-2 through our ``to_tiktoken()``, and
 Hugging Face ``tokenizers`` built from GPT-2's ``vocab.bpe``/``encoder.json``.
-Contenders alternate within each round; the table shows medians. The
-machine may be shared, so read the ratios rather than the absolute numbers.
+Contenders alternate within each round (``llmbook.timing.alternate``); the
+table shows medians. The machine may be shared, so read the ratios rather
+than the absolute numbers.
+
+Hugging Face ``tokenizers`` is a benchmark dependency, not one of the
+package's: it is imported where it is used, and the encoding table leaves
+it out where it is not installed.
 """
 
 from __future__ import annotations
@@ -21,21 +26,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
+
+import tiktoken
 
 from llmbook import data
+from llmbook.timing import alternate
 from llmbook.tokenizer import EOT, Tokenizer, train_bpe
-
-
-def _time(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def hf_gpt2():
     """GPT-2 in Hugging Face ``tokenizers``, from the local data-gym files."""
-    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import Tokenizer as HFTokenizer  # optional: see above
     from tokenizers import decoders, models, pre_tokenizers
 
     vocab_bpe = data._tiktoken_cache_path(data.GPT2_VOCAB_BPE[0])
@@ -47,8 +48,10 @@ def hf_gpt2():
     return tok
 
 
-def hf_train_seconds(path, vocab_size: int) -> float:
-    from tokenizers import Tokenizer as HFTokenizer
+def hf_train_bpe(path, vocab_size: int):
+    """A BPE vocabulary trained by Hugging Face ``tokenizers`` (its Rust
+    trainer, on all cores): the tokenizer, trained."""
+    from tokenizers import Tokenizer as HFTokenizer  # optional: see above
     from tokenizers import models, pre_tokenizers, trainers
 
     tok = HFTokenizer(models.BPE())
@@ -59,29 +62,34 @@ def hf_train_seconds(path, vocab_size: int) -> float:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    return _time(lambda: tok.train([str(path)], trainer))
+    tok.train([str(path)], trainer)
+    return tok
 
 
 def train_table(complete_sizes=(False, True), vocab_size=4096, repeats=3):
-    """Rows (corpus, MB, ours s, HF s) of median training times."""
+    """Rows (corpus, MB, ours s, HF s) of median training times, the two
+    trainers alternating (no warm-up round: each run is seconds long)."""
     rows = []
     for complete in complete_sizes:
         path = data.shakespeare_path(complete)
         mb = path.stat().st_size / 1e6
-        ours, hf = [], []
-        for _ in range(repeats):
-            ours.append(_time(lambda p=path: train_bpe(p, vocab_size, [EOT])))
-            hf.append(hf_train_seconds(path, vocab_size))
+        seconds = alternate(
+            {
+                "ours": lambda p=path: train_bpe(p, vocab_size, [EOT]),
+                "hf": lambda p=path: hf_train_bpe(p, vocab_size),
+            },
+            repeats,
+            warmup=0,
+        )
         name = "42 texts" if complete else "9 plays"
-        rows.append((name, mb, statistics.median(ours), statistics.median(hf)))
+        ours, hf = (statistics.median(seconds[k]) for k in ("ours", "hf"))
+        rows.append((name, mb, ours, hf))
     return rows
 
 
 def encode_contenders(book: Tokenizer) -> dict:
     """name -> function(text) returning token ids."""
-    data.use_local_tiktoken()
-    import tiktoken
-
+    data.use_local_tiktoken()  # before the first get_encoding
     gpt2 = tiktoken.get_encoding("gpt2")
     ours_gpt2 = Tokenizer.from_gpt2().to_tiktoken("gpt2-llmbook")
     book_tt = book.to_tiktoken()
@@ -109,13 +117,15 @@ def encode_contenders(book: Tokenizer) -> dict:
 
 def encode_table(text: str, book: Tokenizer, repeats: int = 5):
     """Rows (name, vocab, MB/s, speed relative to tiktoken gpt2), medians
-    over ``repeats`` rounds in which the contenders alternate."""
+    over ``repeats`` rounds in which the contenders alternate (no warm-up
+    round: the warm cache is warm because the cold one runs just before)."""
     contenders = encode_contenders(book)
     mb = len(text.encode("utf-8")) / 1e6
-    seconds = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            seconds[name].append(_time(lambda f=fn: f(text)))
+    seconds = alternate(
+        {name: lambda f=fn: f(text) for name, fn in contenders.items()},
+        repeats,
+        warmup=0,
+    )
     speed = {n: mb / statistics.median(s) for n, s in seconds.items()}
     ref = speed["tiktoken gpt2"]
     vocab = {
@@ -151,7 +161,10 @@ def print_encode_table(rows) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     repeats = 2 if args.quick else 3
@@ -179,4 +192,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,5 +1,5 @@
-"""llmbook.decode, llmbook.quantize, llmbook.speculative: every fast path
-gives the tokens of the plain one.
+"""The fast engines (llmbook.generate.static, .quantize, .speculative): every
+fast path gives the tokens of the reference engine.
 
 References: ``llmbook.generate.generate`` on the same model (itself tested
 against a written-out loop and Hugging Face); the exact distribution of a
@@ -13,27 +13,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llmbook.decode import Decoder, measure_bandwidth, pad_left
-from llmbook.generate import generate
-from llmbook.model import GPT, GPTConfig
-from llmbook.quantize import (
+from llmbook.generate import (
     Int8Embedding,
     Int8Linear,
+    Prompts,
+    SpeculativeEngine,
+    StaticCacheEngine,
     dequantize,
+    generate,
+    greedy_accept,
+    measure_bandwidth,
     model_bytes,
+    probabilities,
     quantize_int8,
     quantize_per_channel,
+    speculative_accept,
     to_bfloat16,
     weight_bytes,
 )
-from llmbook.speculative import (
-    DRAFT_PRESETS,
-    SpeculativeDecoder,
-    draft_config,
-    greedy_accept,
-    probabilities,
-    speculative_accept,
-)
+from llmbook.model import GPT, GPTConfig
+from llmbook.train import DRAFT_PRESETS, draft_config
 
 MODERN = dict(positions="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 
@@ -81,7 +80,7 @@ def test_prefill_logits_equal_the_model(model):
     ids = torch.tensor([PROMPTS[1]])
     with torch.no_grad():
         ref = model(ids)
-    dec = Decoder(model)
+    dec = StaticCacheEngine(model)
     with torch.inference_mode():
         dec.allocate(1)
         out = dec.forward(
@@ -94,7 +93,7 @@ def test_step_by_step_logits_equal_one_pass(model):
     ids = torch.tensor([PROMPTS[1]])
     with torch.no_grad():
         ref = model(ids)  # (1, T, V)
-    dec = Decoder(model)
+    dec = StaticCacheEngine(model)
     pad = torch.zeros(1, dtype=torch.long)
     with torch.inference_mode():
         dec.allocate(1)
@@ -108,31 +107,30 @@ def test_step_by_step_logits_equal_one_pass(model):
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_greedy_equals_generate(model, prompt):
     n = model.config.block_size - len(prompt) + 1  # fills every slot
-    assert Decoder(model).generate(prompt, n, temperature=0) == generate(
-        model, prompt, n, temperature=0
-    )
+    assert StaticCacheEngine(model).generate(
+        prompt, n, temperature=0
+    ) == generate(model, prompt, n, temperature=0)
 
 
 def test_sampling_with_a_seed_equals_generate(model):
     kw = dict(temperature=0.8, top_k=20, top_p=0.9, seed=7)
-    assert Decoder(model).generate(PROMPTS[0], 30, **kw) == generate(
+    assert StaticCacheEngine(model).generate(PROMPTS[0], 30, **kw) == generate(
         model, PROMPTS[0], 30, **kw
     )
 
 
 def test_batch_of_different_lengths_row_by_row(model):
-    out = Decoder(model).generate(PROMPTS, 20, temperature=0)
-    assert out.shape == (3, 20) and out.dtype == torch.long
-    for row, prompt in zip(out.tolist(), PROMPTS):
+    out = StaticCacheEngine(model).generate(PROMPTS, 20, temperature=0)
+    assert [len(r) for r in out] == [20, 20, 20]
+    for row, prompt in zip(out, PROMPTS):
         assert row == generate(model, prompt, 20, temperature=0)
 
 
 def test_equal_length_batch_tensor_equals_generate(model):
     batch = torch.tensor([PROMPTS[0], PROMPTS[0][::-1]])
-    assert torch.equal(
-        Decoder(model).generate(batch, 12, temperature=0),
-        generate(model, batch, 12, temperature=0),
-    )
+    out = StaticCacheEngine(model).generate(batch, 12, temperature=0)
+    assert out == generate(model, batch, 12, temperature=0)
+    assert out == [generate(model, p, 12, temperature=0) for p in batch]
 
 
 def test_stop_tokens_as_in_generate(model):
@@ -140,24 +138,23 @@ def test_stop_tokens_as_in_generate(model):
     stop = free[5]
     want = generate(model, PROMPTS[0], 20, temperature=0, stop_ids=[stop])
     assert (
-        Decoder(model).generate(PROMPTS[0], 20, temperature=0, stop_ids=[stop])
+        StaticCacheEngine(model).generate(
+            PROMPTS[0], 20, temperature=0, stop_ids=[stop]
+        )
         == want
     )
     assert want[-1] == stop
-    # in a batch, a stopped row repeats its stop token
-    out = Decoder(model).generate(PROMPTS, 20, temperature=0, stop_ids=[stop])
-    ref = generate(
-        model,
-        torch.tensor([PROMPTS[0]] * 2),
-        20,
-        temperature=0,
-        stop_ids=[stop],
+    # in a batch, each row ends at its own stop token
+    out = StaticCacheEngine(model).generate(
+        PROMPTS, 20, temperature=0, stop_ids=[stop]
     )
-    assert out[0, : ref.size(1)].tolist() == ref[0].tolist()
+    assert out[0] == want
+    ref = generate(model, PROMPTS, 20, temperature=0, stop_ids=[stop])
+    assert out == ref
 
 
 def test_decoder_reused_across_batch_sizes_and_calls(model):
-    dec = Decoder(model, max_len=32)
+    dec = StaticCacheEngine(model, max_len=32)
     a = dec.generate(PROMPTS[0], 10, temperature=0)
     dec.generate(PROMPTS, 10, temperature=0)
     assert dec.generate(PROMPTS[0], 10, temperature=0) == a
@@ -165,45 +162,45 @@ def test_decoder_reused_across_batch_sizes_and_calls(model):
 
 
 def test_zero_new_tokens(model):
-    assert Decoder(model).generate(PROMPTS[0], 0) == []
-    assert Decoder(model).generate(PROMPTS, 0).shape == (3, 0)
+    assert StaticCacheEngine(model).generate(PROMPTS[0], 0) == []
+    assert StaticCacheEngine(model).generate(PROMPTS, 0) == [[], [], []]
 
 
-def test_pad_left():
-    idx, pad, batched = pad_left([[5, 6, 7], [8]], 10)
+def test_prompts_are_padded_on_the_left():
+    idx, pad = Prompts.parse([[5, 6, 7], [8]], 10).left_padded()
     assert idx.tolist() == [[5, 6, 7], [0, 0, 8]] and pad.tolist() == [0, 2]
-    assert batched
-    idx, pad, batched = pad_left(torch.tensor([1, 2]), 10)
-    assert idx.tolist() == [[1, 2]] and not batched
+    assert not Prompts.parse([[5, 6, 7], [8]], 10).one
+    prompts = Prompts.parse(torch.tensor([1, 2]), 10)
+    assert prompts.left_padded()[0].tolist() == [[1, 2]] and prompts.one
 
 
 @pytest.mark.slow
 def test_compiled_step_equals_generate():
     model = tiny("modern", sharpen=20.0)
-    dec = Decoder(model, max_len=32, compile=True)
+    dec = StaticCacheEngine(model, max_len=32, compile=True)
     secs = dec.warmup(1)
     assert secs > 0 and (1, 1) in dec.compile_seconds
     assert dec.generate(PROMPTS[1], 20, temperature=0) == generate(
         model, PROMPTS[1], 20, temperature=0
     )
     out = dec.generate(PROMPTS, 12, temperature=0)  # compiles for batch 3
-    for row, prompt in zip(out.tolist(), PROMPTS):
+    for row, prompt in zip(out, PROMPTS):
         assert row == generate(model, prompt, 12, temperature=0)
 
 
 def test_decoder_bad_input(model):
-    dec = Decoder(model)
+    dec = StaticCacheEngine(model)
     with pytest.raises(TypeError, match="needs a GPT"):
-        Decoder(nn.Linear(2, 2))
+        StaticCacheEngine(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="max_len must be"):
-        Decoder(model, max_len=model.config.block_size + 1)
+        StaticCacheEngine(model, max_len=model.config.block_size + 1)
     with pytest.raises(ValueError, match="cache slots"):
         dec.generate(PROMPTS[0], model.config.block_size, temperature=0)
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         dec.generate([1, 64], 3)
-    with pytest.raises(ValueError, match="at least one token"):
+    with pytest.raises(ValueError, match="prompt is empty"):
         dec.generate([], 3)
-    with pytest.raises(ValueError, match="at least one token"):
+    with pytest.raises(ValueError, match="prompt is empty"):
         dec.generate([[1, 2], []], 3)
     with pytest.raises(TypeError, match="not text"):
         dec.generate("hello", 3)
@@ -335,9 +332,9 @@ def test_decoder_on_smaller_weights_equals_generate(arch, precision):
     m = tiny(arch, sharpen=20.0)
     m = to_bfloat16(m) if precision == "bf16" else quantize_int8(m)
     for prompt in PROMPTS:
-        assert Decoder(m).generate(prompt, 20, temperature=0) == generate(
-            m, prompt, 20, temperature=0
-        )
+        assert StaticCacheEngine(m).generate(
+            prompt, 20, temperature=0
+        ) == generate(m, prompt, 20, temperature=0)
 
 
 # ---------------------------------------------------------------------------
@@ -347,7 +344,7 @@ def test_decoder_on_smaller_weights_equals_generate(arch, precision):
 def pair(arch="gpt2", k=3, **kw):
     target = tiny(arch, seed=0, sharpen=20.0)
     draft = tiny(arch, seed=1, sharpen=20.0, n_layer=1, n_embd=16)
-    return target, draft, SpeculativeDecoder(target, draft, k=k, **kw)
+    return target, draft, SpeculativeEngine(target, draft, k=k, **kw)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "modern"])
@@ -365,7 +362,7 @@ def test_speculative_greedy_equals_target_greedy(arch, k):
 
 def test_speculative_greedy_with_its_own_model_accepts_everything():
     target, _, _ = pair()
-    spec = SpeculativeDecoder(target, target, k=4)
+    spec = SpeculativeEngine(target, target, k=4)
     out = spec.generate(PROMPTS[0], 30, temperature=0)
     assert out == generate(target, PROMPTS[0], 30, temperature=0)
     assert spec.stats.acceptance_rate == 1.0
@@ -456,7 +453,7 @@ def test_speculative_sampling_with_tiny_gpts():
         seqs = torch.tensor([prompt + [a] for a in range(V)])
         p2 = probabilities(target(seqs)[:, -1], **kw)  # (V, V)
     exact = (p1[:, None] * p2).flatten().double()
-    spec = SpeculativeDecoder(target, draft, k=2, max_len=16)
+    spec = SpeculativeEngine(target, draft, k=2, max_len=16)
     counts = torch.zeros(V * V, dtype=torch.float64)
     rates = []
     for seed in range(N):
@@ -470,6 +467,14 @@ def test_speculative_sampling_with_tiny_gpts():
     assert 0.05 < sum(rates) / N < 0.95
 
 
+def test_speculative_several_prompts_are_each_what_they_give_alone():
+    target, draft, spec = pair(k=3)
+    prompts = [[1, 2, 3], [4], [5, 6]]
+    alone = [spec.generate(p, 10, temperature=0) for p in prompts]
+    assert spec.generate(prompts, 10, temperature=0) == alone
+    assert alone == [generate(target, p, 10, temperature=0) for p in prompts]
+
+
 def test_speculative_accept_all_when_draft_is_target():
     torch.manual_seed(0)
     p = F.softmax(torch.randn(1000, 4, 6), dim=-1)
@@ -481,13 +486,13 @@ def test_speculative_accept_all_when_draft_is_target():
 def test_speculative_bad_input():
     target, draft, spec = pair()
     with pytest.raises(ValueError, match="vocabulary"):
-        SpeculativeDecoder(target, tiny(vocab_size=32))
+        SpeculativeEngine(target, tiny(vocab_size=32))
     with pytest.raises(ValueError, match="k .draft tokens per round"):
-        SpeculativeDecoder(target, draft, k=0)
+        SpeculativeEngine(target, draft, k=0)
     with pytest.raises(TypeError, match="GPT"):
-        SpeculativeDecoder(target, nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="one prompt"):
-        spec.generate([[1, 2], [3]], 4)
+        SpeculativeEngine(target, nn.Linear(2, 2))
+    with pytest.raises(NotImplementedError, match="call generate"):
+        spec.stream([1, 2], 4)
     with pytest.raises(ValueError, match="cache slots"):
         spec.generate([1, 2], target.config.block_size - 3)
     with pytest.raises(ValueError, match="temperature"):

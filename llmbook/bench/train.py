@@ -2,13 +2,14 @@
 GPT2LMHeadModel + torch.optim.AdamW, same shape, and model FLOPs
 utilisation (MFU). Needs ``transformers``.
 
-    python benchmarks/train.py [--threads 2 1] [--steps 5] [--repeats 5]
+    python -m llmbook.bench.train [--threads 2 1] [--steps 3] [--repeats 5]
 
-Contenders run alternately in one process (ours, theirs, ours, ...), each
-round timing ``--steps`` optimizer steps; the medians of the rounds are
-compared. Shape (the issue's): vocab 50257, context 128, 4 layers, 4 heads,
-256 wide, batch 16, fp32, CPU, dropout 0 in both. MFU = achieved training
-FLOP/s (model.flops_per_token() x tokens/s) over the fp32 matmul throughput
+Contenders run alternately in one process (ours, theirs, ours, ...;
+``llmbook.timing.alternate``), each round timing ``--steps`` optimizer
+steps; the medians of the rounds are compared. Shape (the issue's): vocab
+50257, context 128, 4 layers, 4 heads, 256 wide, batch 16, fp32, CPU,
+dropout 0 in both. MFU = achieved training FLOP/s
+(model.flops_per_token() x tokens/s) over the fp32 matmul throughput
 measured in the same run (a 2048 x 2048 matmul), for that model and for the
 book's CPU model (TrainConfig.preset("book")). On a shared machine the
 numbers are noisy; the 1-thread figures suffer least.
@@ -19,27 +20,23 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 
 import torch
 import torch.nn.functional as F
 
-from llmbook.loop import TrainConfig
-from llmbook.loss import LanguageModelLoss
 from llmbook.model import GPT, GPTConfig
-from llmbook.optim import AdamW, param_groups
+from llmbook.timing import alternate
+from llmbook.train import AdamW, LanguageModelLoss, TrainConfig, param_groups
 
 SHAPE = dict(vocab_size=50257, block_size=128, n_layer=4, n_head=4, n_embd=256)
 BATCH = 16
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 matmul throughput: the best of ``repeats`` n x n products."""
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
+    times = alternate({"a @ b": lambda: a @ b}, repeats)["a @ b"]
     return 2 * n**3 / min(times) / 1e9
 
 
@@ -62,8 +59,8 @@ def ours_step_fn(cfg: GPTConfig, batch: int):
 
 
 def hf_step_fn(batch: int):
-    import warnings
-
+    # transformers is a benchmark dependency, not one of the package's:
+    # imported here, so that the module (and --help) loads without it
     with warnings.catch_warnings():  # transformers' tqdm.auto complains
         warnings.simplefilter("ignore")
         from transformers import GPT2Config, GPT2LMHeadModel
@@ -96,17 +93,18 @@ def hf_step_fn(batch: int):
     return step, model
 
 
-CPU_SECONDS = []  # (contender, process CPU seconds per step), every round
+def steps_of(step, x, y, n: int, cpu_seconds: list[float]):
+    """A contender for ``alternate``: ``n`` steps on one batch. It records
+    the process's CPU seconds per step in ``cpu_seconds`` too: with one
+    thread on a busy machine that is the steadier measure."""
 
+    def run():
+        c = time.process_time()
+        for _ in range(n):
+            step(x, y)
+        cpu_seconds.append((time.process_time() - c) / n)
 
-def timed(step, x, y, n: int, name: str = "") -> float:
-    """Wall-clock seconds for n steps. The process's CPU time is recorded
-    too: with one thread on a busy machine it is the steadier measure."""
-    t, c = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        step(x, y)
-    CPU_SECONDS.append((name, (time.process_time() - c) / n))
-    return time.perf_counter() - t
+    return run
 
 
 def run(threads: int, steps: int, repeats: int) -> dict:
@@ -130,21 +128,26 @@ def run(threads: int, steps: int, repeats: int) -> dict:
     by = torch.roll(bx, -1, dims=1)
 
     for fn, a, b in ((ours, x, y), (hf, x, y), (book_step, bx, by)):
-        timed(fn, a, b, 1)  # warm up: allocations, kernel choice
-    rounds = {"ours": [], "hf": [], "book": []}
-    CPU_SECONDS.clear()
-    for _ in range(repeats):
-        rounds["ours"].append(
-            steps * x.numel() / timed(ours, x, y, steps, "ours")
-        )
-        rounds["hf"].append(steps * x.numel() / timed(hf, x, y, steps, "hf"))
-        rounds["book"].append(
-            steps * bx.numel() / timed(book_step, bx, by, steps, "book")
-        )
-    cpu = {
-        k: statistics.median(c for n, c in CPU_SECONDS if n == k)
-        for k in rounds
+        fn(a, b)  # warm up, one step each: allocations, kernel choice
+    batches = {
+        "ours": (ours, x, y),
+        "hf": (hf, x, y),
+        "book": (book_step, bx, by),
     }
+    cpu_seconds = {k: [] for k in batches}
+    seconds = alternate(
+        {
+            k: steps_of(fn, a, b, steps, cpu_seconds[k])
+            for k, (fn, a, b) in batches.items()
+        },
+        repeats,
+        warmup=0,  # warmed up above, with one step rather than a round
+    )
+    rounds = {  # tokens/s of each round
+        k: [steps * batches[k][1].numel() / t for t in seconds[k]]
+        for k in batches
+    }
+    cpu = {k: statistics.median(c) for k, c in cpu_seconds.items()}
     peak_after = matmul_gflops()
     med = {k: statistics.median(v) for k, v in rounds.items()}
     fpt = ours_model.flops_per_token(SHAPE["block_size"])
@@ -167,12 +170,15 @@ def run(threads: int, steps: int, repeats: int) -> dict:
     )
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(
         f"shape: {SHAPE}, batch {BATCH}, fp32, CPU; torch {torch.__version__}"
     )
@@ -210,4 +216,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

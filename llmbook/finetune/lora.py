@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmbook.checks import check_int
+
 LORA_PARAMS = ("lora_A", "lora_B")
 
 
@@ -56,8 +58,7 @@ class LoRALinear(nn.Module):
             raise TypeError(
                 f"LoRALinear wraps an nn.Linear; got {type(base).__name__}"
             )
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"LoRA rank r must be an integer >= 1; got {r!r}")
+        check_int("LoRA rank r", r, low=1)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
         self.base = base
@@ -136,8 +137,7 @@ def apply_lora(
     trainable = (
         (trainable,) if isinstance(trainable, str) else tuple(trainable)
     )
-    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"LoRA rank r must be an integer >= 1; got {r!r}")
+    check_int("LoRA rank r", r, low=1)
     if not 0.0 <= dropout < 1.0:  # checked before any layer is wrapped
         raise ValueError(f"dropout must be in [0, 1); got {dropout!r}")
     if any(isinstance(m, LoRALinear) for m in model.modules()):

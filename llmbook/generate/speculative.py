@@ -22,40 +22,42 @@ What "agrees" means decides what comes out:
   three lines, in the chapter); the tests check it statistically.
 
 Temperature, top-k and top-p reshape p and q the same way before the rule
-(they define the distribution being sampled). Batch 1 only: rows would
-accept different numbers of tokens.
+(they define the distribution being sampled). One row at a time: rows
+would accept different numbers of tokens, so several prompts are generated
+one after the other.
 
 The draft here is a model of the book's kind, trained by the book's loop on
-the same text with the same tokenizer, only smaller: ``draft_checkpoint``.
+the same text with the same tokenizer, only smaller
+(``llmbook.train.runs.draft_checkpoint``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from llmbook.data import data_dir, record, shakespeare_path, stale
-from llmbook.decode import Decoder, _check_sampling, pad_left
-from llmbook.generate import apply_temperature, top_k_filter, top_p_filter
-from llmbook.loop import TRAIN_PRESETS, TrainConfig, train
+from llmbook.checks import check_int, check_number
+from llmbook.generate.engine import Engine
+from llmbook.generate.prompts import Prompts
+from llmbook.generate.sampling import (
+    SamplingParams,
+    apply_temperature,
+    top_k_filter,
+    top_p_filter,
+)
+from llmbook.generate.static import StaticCacheEngine
 from llmbook.model import GPT
-from llmbook.runs import _locked, run_key
 
 __all__ = [
     "probabilities",
     "speculative_accept",
     "greedy_accept",
     "expected_tokens_per_round",
-    "SpeculativeDecoder",
+    "SpeculativeEngine",
     "SpeculativeStats",
-    "DRAFT_PRESETS",
-    "draft_config",
-    "draft_checkpoint",
 ]
 
 
@@ -149,14 +151,8 @@ def expected_tokens_per_round(alpha: float, k: int) -> float:
     (Leviathan et al. 2023): the first i are kept with probability
     alpha**i, and the target adds one token, so
     1 + alpha + ... + alpha**k = (1 - alpha**(k + 1)) / (1 - alpha)."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"alpha must be a number, got {alpha!r}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha is a probability, in [0, 1]; got {alpha!r}")
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k must be an int, got {k!r}")
-    if k < 1:
-        raise ValueError(f"k is the number of draft tokens, >= 1; got {k}")
+    check_number("alpha (a probability)", alpha, 0.0, 1.0)
+    check_int("k (draft tokens per round)", k, low=1)
     if alpha == 1.0:  # every draft kept: k of them and the target's one
         return float(k + 1)
     return (1.0 - alpha ** (k + 1)) / (1.0 - alpha)
@@ -182,12 +178,17 @@ class SpeculativeStats:
         return self.emitted / self.rounds if self.rounds else 0.0
 
 
-class SpeculativeDecoder:
+class SpeculativeEngine(Engine):
     """Speculative generation with a target and a draft ``GPT`` sharing a
     vocabulary (and, to be useful, a tokenizer). ``k``: draft tokens per
-    round. Both models run on static caches (``llmbook.decode.Decoder``,
+    round. Both models run on static caches (``StaticCacheEngine``,
     ``max_len`` slots, compiled steps with ``compile=True``). After
-    ``generate``, ``stats`` holds the run's ``SpeculativeStats``."""
+    ``generate``, ``stats`` holds the run's ``SpeculativeStats``.
+
+    Greedy (``temperature=0``) gives the target's greedy output; sampling
+    gives tokens distributed as the target's (not the same tokens as the
+    reference engine with the same seed: the random numbers are used
+    differently)."""
 
     def __init__(
         self,
@@ -205,84 +206,65 @@ class SpeculativeDecoder:
                 f"from the target's ({target.config.vocab_size}): they must "
                 "share a tokenizer"
             )
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(
-                f"k (draft tokens per round) must be an int >= 1, got {k!r}"
-            )
+        check_int("k (draft tokens per round)", k, low=1)
         if max_len is None:
             max_len = min(target.config.block_size, draft.config.block_size)
-        self.target = Decoder(target, max_len, compile)
-        self.draft = Decoder(draft, max_len, compile)
+        super().__init__(target)
+        self.target = StaticCacheEngine(target, max_len, compile)
+        self.draft = StaticCacheEngine(draft, max_len, compile)
         self.k = k
         self.stats = SpeculativeStats()
 
+    def _tokens(self, prompts: Prompts, params: SamplingParams) -> Tensor:
+        """Each prompt in turn (its own generator); rows that stop early
+        repeat their stop token, as in every engine's batch."""
+        self.stats = SpeculativeStats()
+        gens = params.generators(len(prompts), self.device) or [None] * len(
+            prompts
+        )
+        rows = [
+            self._one(Prompts([r], True), params, g)
+            for r, g in zip(prompts.rows, gens)
+        ]
+        n = max(len(r) for r in rows)
+        rows = [r + r[-1:] * (n - len(r)) for r in rows]
+        return torch.tensor(rows, dtype=torch.long).view(len(rows), n)
+
+    def steps(self, prompts, params):
+        raise NotImplementedError(
+            "speculative decoding emits several tokens per round, not one "
+            "per step: call generate()"
+        )
+
     @torch.inference_mode()
-    def generate(
-        self,
-        prompt,
-        max_new_tokens: int,
-        *,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_ids: Iterable[int] = (),
-        seed: int | None = None,
-    ) -> list[int]:
-        """Up to ``max_new_tokens`` new tokens after one prompt (a list of
-        ints or a 1-D tensor); the arguments mean what they mean in
-        ``llmbook.generate.generate``. Greedy (``temperature=0``) gives the
-        target's greedy output; sampling gives tokens distributed as the
-        target's (not the same tokens as ``generate`` with the same seed:
-        the random numbers are used differently)."""
-        if (
-            isinstance(max_new_tokens, bool)
-            or not isinstance(max_new_tokens, int)
-            or max_new_tokens < 0
-        ):
-            raise ValueError(
-                f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}"
-            )
-        _check_sampling(temperature, top_k, top_p)
-        vocab = self.target.model.config.vocab_size
-        idx, pad, batched = pad_left(prompt, vocab)
-        if batched:
-            raise ValueError(
-                "speculative decoding here takes one prompt "
-                "(batch 1): rows would accept different numbers "
-                "of tokens"
-            )
-        stops = {
-            int(s)
-            for s in ((stop_ids,) if isinstance(stop_ids, int) else stop_ids)
-        }
-        T, k = idx.size(1), self.k
-        need = T + max_new_tokens + k
+    def _one(self, prompt: Prompts, params: SamplingParams, gen) -> list:
+        idx, pad = prompt.left_padded()
+        T, k, n_new = idx.size(1), self.k, params.max_new_tokens
+        need = T + n_new + k
         if need > self.target.max_len:
             raise ValueError(
-                f"a {T}-token prompt, {max_new_tokens} new tokens and k={k} "
+                f"a {T}-token prompt, {n_new} new tokens and k={k} "
                 f"need {need} cache slots; max_len is {self.target.max_len}"
             )
-        self.stats = stats = SpeculativeStats()
-        if max_new_tokens == 0:
+        stats, stops = self.stats, set(params.stop_ids)
+        if n_new == 0:
             return []
-        dev = self.target._ref.device
+        dev = self.target.device
         idx, pad = idx.to(dev), pad.to(dev)
-        gen = None
-        if seed is not None:
-            gen = torch.Generator(device=dev).manual_seed(int(seed))
-        greedy = temperature == 0
+        t, top_k, top_p = params.temperature, params.top_k, params.top_p
+        greedy = t == 0
 
         def pick(logits):  # (1, V) -> token (1,) and its distribution
             if greedy:
                 return logits.argmax(dim=-1), None
-            probs = probabilities(logits, temperature, top_k, top_p)
+            probs = probabilities(logits, t, top_k, top_p)
             return torch.multinomial(probs, 1, generator=gen)[:, 0], probs
 
         self.draft.prefill(idx, pad)
         cur, _ = pick(self.target.prefill(idx, pad))  # (1,): first token
         out = [int(cur)]
         slot = torch.full((1,), T, dtype=torch.long, device=dev)
-        while len(out) < max_new_tokens and not stops.intersection(out):
+        while len(out) < n_new and not stops.intersection(out):
             # the draft proposes k tokens, one step each, starting at cur
             tokens, q = [cur], []
             for i in range(k):
@@ -296,7 +278,7 @@ class SpeculativeDecoder:
             if greedy:
                 n_acc, nxt = greedy_accept(proposal[:, 1:], logits)
             else:
-                p = probabilities(logits, temperature, top_k, top_p)
+                p = probabilities(logits, t, top_k, top_p)
                 n_acc, nxt = speculative_accept(
                     proposal[:, 1:], torch.stack(q, dim=1), p, gen
                 )
@@ -309,87 +291,10 @@ class SpeculativeDecoder:
             stats.accepted += n
             cur = nxt
             slot += n + 1  # the slot of cur, whose keys no cache has yet
-        out = out[:max_new_tokens]
-        for i, t in enumerate(out):
-            if t in stops:
+        out = out[:n_new]
+        for i, tok in enumerate(out):
+            if tok in stops:
                 out = out[: i + 1]
                 break
-        stats.emitted = len(out)
+        stats.emitted += len(out)
         return out
-
-
-# ---------------------------------------------------------------------------
-# The draft model: the book's model, smaller, trained the same way
-
-DRAFT_PRESETS: dict[str, dict] = {
-    # same tokenizer and data as the target of the same profile
-    "smoke": dict(
-        TRAIN_PRESETS["smoke"],
-        n_layer=1,
-        n_head=2,
-        n_embd=32,
-        max_steps=20,
-        sample_interval=0,
-    ),
-    "book": dict(
-        TRAIN_PRESETS["book"],
-        n_layer=1,
-        n_head=2,
-        n_embd=128,
-        max_steps=600,
-        sample_interval=0,
-        checkpoint_interval=200,
-    ),
-    "gpu": dict(
-        TRAIN_PRESETS["gpu"],
-        n_layer=2,
-        n_head=4,
-        n_embd=256,
-        sample_interval=0,
-    ),
-}
-
-
-def draft_config(profile: str = "book", **overrides) -> TrainConfig:
-    """The draft's TrainConfig for ``profile``: the target's settings (same
-    tokenizer, data, batches, schedule) with a smaller model, and
-    ``overrides`` of them (e.g. ``seed=1``, ``max_steps=2``)."""
-    if profile not in DRAFT_PRESETS:
-        raise ValueError(
-            f"unknown profile {profile!r}; choose one of {list(DRAFT_PRESETS)}"
-        )
-    out = data_dir() / "checkpoints" / f"draft-{profile}"
-    settings = {**DRAFT_PRESETS[profile], **overrides, "out_dir": str(out)}
-    return TrainConfig(**settings)
-
-
-def draft_checkpoint(
-    profile: str = "book", progress: bool = False, **overrides
-) -> Path:
-    """The path of the draft model for ``profile`` (and ``overrides`` of its
-    settings), trained (by ``llmbook.loop.train``, deterministically) the
-    first time and cached in ``data_dir()/checkpoints/draft-<profile>/``,
-    keyed like the book's runs (``llmbook.runs.run_key``: settings, data,
-    code, versions): other settings train it again."""
-    cfg = draft_config(profile, **overrides)
-    directory = Path(cfg.out_dir)
-    path, key_file = directory / "ckpt.pt", directory / "cache_key.json"
-    key = run_key(cfg)
-    with _locked(directory):
-        reason = stale(key_file, key)
-        if reason:
-            if path.exists():
-                path.unlink()
-            record(key_file, key)
-        elif path.exists():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if state.get("step") == cfg.max_steps:
-                return path
-        train(
-            cfg,
-            shakespeare_path(),
-            resume=True,
-            progress=progress,
-            log=lambda *a: None,
-        )
-    return path

@@ -1,0 +1,5 @@
+import sys
+
+from llmbook.finetune.cli import main
+
+sys.exit(main())

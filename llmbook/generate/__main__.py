@@ -1,0 +1,5 @@
+import sys
+
+from llmbook.generate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from llmbook.train.cli import main
+
+sys.exit(main())
