@@ -166,6 +166,54 @@ def test_zero_new_tokens(model):
     assert StaticCacheEngine(model).generate(PROMPTS, 0) == [[], [], []]
 
 
+def continuous(engine, arrivals, n):
+    """A server's loop in a few lines: greedy decoding of the prompts in
+    ``arrivals`` ({step: [(row, prompt)]}), each joining the batch at its
+    step while the others decode; every row stops after ``n`` tokens, and
+    a finished row's slot takes the next arrival. -> {prompt index: ids}."""
+    B, V = engine.batch_size, engine.model.config.vocab_size
+    pos = torch.zeros(B, dtype=torch.long)  # each row's length so far
+    logits = torch.zeros(B, V)
+    out, owner = {}, [None] * B  # the prompt each row is writing
+    step = 0
+    with torch.inference_mode():
+        while step in arrivals or any(o is not None for o in owner):
+            for row, (i, prompt) in arrivals.get(step, []):
+                assert owner[row] is None, "that row is still writing"
+                logits[row] = engine.prefill_row(row, prompt)
+                pos[row], owner[row], out[i] = len(prompt), i, []
+            nxt = logits.argmax(-1)  # (B,)
+            for row, i in enumerate(owner):
+                if i is not None:
+                    out[i].append(int(nxt[row]))
+                    if len(out[i]) == n:
+                        owner[row] = None  # done: the row is free
+            logits = engine.decode_rows(nxt, pos)
+            pos += torch.tensor([o is not None for o in owner])
+            step += 1
+    return out
+
+
+def test_requests_join_and_leave_a_running_batch(model):
+    """Continuous batching: prompts start while others are decoding, in a
+    free row of their own (row 0 is reused by the third); each writes what
+    it writes alone."""
+    engine = StaticCacheEngine(model, max_len=32)
+    engine.allocate(2)
+    arrivals = {
+        0: [(0, (0, PROMPTS[0]))],
+        3: [(1, (1, PROMPTS[1]))],
+        8: [(0, (2, PROMPTS[2]))],  # row 0 finished at step 8
+    }
+    out = continuous(engine, arrivals, 8)
+    for i, prompt in enumerate(PROMPTS):
+        assert out[i] == generate(model, prompt, 8, temperature=0), i
+    with pytest.raises(ValueError, match="row must be an int in"):
+        engine.prefill_row(2, [1, 2])
+    with pytest.raises(ValueError, match="max_len = 32 slots"):
+        engine.decode_rows(torch.tensor([1, 1]), torch.tensor([0, 32]))
+
+
 def test_prompts_are_padded_on_the_left():
     idx, pad = Prompts.parse([[5, 6, 7], [8]], 10).left_padded()
     assert idx.tolist() == [[5, 6, 7], [0, 0, 8]] and pad.tolist() == [0, 2]

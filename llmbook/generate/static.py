@@ -114,18 +114,23 @@ class StaticCacheEngine(Engine):
 
     # -- the forward pass over the cache -------------------------------------
 
-    def forward(self, idx: Tensor, slots: Tensor, pad: Tensor) -> Tensor:
-        """Run ``idx`` (B, T), written to cache slots ``slots`` (T,), for
-        rows left-padded by ``pad`` (B,); returns logits (B, T, V).
+    def forward(
+        self, idx: Tensor, slots: Tensor, pad: Tensor, rows=None
+    ) -> Tensor:
+        """Run ``idx`` (B, T), written to cache slots ``slots`` ((T,) for
+        every row, or (B, T), each row its own), for rows left-padded by
+        ``pad`` (B,); returns logits (B, T, V). ``rows`` (a slice): which
+        rows of the cache the B rows are (default: all).
 
         Query t sees the slots up to its own, minus its row's pad slots (a
         pad query sees itself, so no softmax row is empty).
         """
         m = self.model
+        slots = slots.expand(idx.size(0), -1)  # (B, T)
         keys = torch.arange(self.max_len, device=idx.device)  # (L,)
-        pos = (slots[None, :] - pad[:, None]).clamp_min(0)  # (B, T)
-        causal = keys[None, :] <= slots[:, None]  # (T, L)
-        own = keys[None, :] == slots[:, None]  # (T, L)
+        pos = (slots - pad[:, None]).clamp_min(0)  # (B, T)
+        causal = keys <= slots[..., None]  # (B, T, L)
+        own = keys == slots[..., None]  # (B, T, L)
         real = keys[None, :] >= pad[:, None]  # (B, L): not a pad slot
         mask = causal & (real[:, None, :] | own)  # (B, T, L)
         mask = mask[:, None]  # (B, 1, T, L), broadcast over heads
@@ -137,15 +142,18 @@ class StaticCacheEngine(Engine):
             cos = m.rope_cos[pos][:, None]  # (B, 1, T, hs/2)
             sin = m.rope_sin[pos][:, None]
         for i, block in enumerate(m.blocks):
+            kv = (self.k[i], self.v[i])
+            kv = kv if rows is None else (kv[0][rows], kv[1][rows])  # views
             h = self._attend(
-                block.attn, block.ln_1(x), i, slots, mask, cos, sin
+                block.attn, block.ln_1(x), kv, slots, mask, cos, sin
             )
             x = x + h  # (B, T, C)
             x = x + block.mlp(block.ln_2(x))  # (B, T, C)
         return m.lm_head(m.ln_f(x))  # (B, T, V)
 
-    def _attend(self, attn, x, layer, slots, mask, cos, sin) -> Tensor:
-        """``CausalSelfAttention`` over the static cache: (B, T, C)."""
+    def _attend(self, attn, x, kv, slots, mask, cos, sin) -> Tensor:
+        """``CausalSelfAttention`` over the static cache ``kv`` (two
+        (B, nh, L, hs) tensors, written in place): (B, T, C)."""
         B, T, C = x.shape
         nh, hs = attn.n_head, attn.head_size
         q, k, v = attn.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
@@ -154,16 +162,16 @@ class StaticCacheEngine(Engine):
         v = v.view(B, T, nh, hs).transpose(1, 2)
         if cos is not None:
             q, k = _rope_at(q, cos, sin), _rope_at(k, cos, sin)
-        self.k[layer].index_copy_(2, slots, k)  # in place: (B, nh, L, hs)
-        self.v[layer].index_copy_(2, slots, v)
+        at = slots[:, None, :, None].expand(B, nh, T, hs)  # row b: its slots
+        cache_k, cache_v = kv
+        cache_k.scatter_(2, at, k)  # in place: (B, nh, L, hs)
+        cache_v.scatter_(2, at, v)
         if use_fused(q):
             y = F.scaled_dot_product_attention(
-                q, self.k[layer], self.v[layer], attn_mask=mask
+                q, cache_k, cache_v, attn_mask=mask
             )  # (B, nh, T, hs)
         else:  # bfloat16 where the fused CPU kernel fails (attention.py)
-            y = causal_attention(
-                q, self.k[layer], self.v[layer], mask=mask, causal=False
-            )
+            y = causal_attention(q, cache_k, cache_v, mask=mask, causal=False)
         y = y.transpose(1, 2).reshape(B, T, C)
         return attn.c_proj(y)  # (B, T, C)
 
@@ -178,12 +186,13 @@ class StaticCacheEngine(Engine):
 
     def step(self, tokens: Tensor, slot: Tensor, pad: Tensor) -> Tensor:
         """Tokens (B, T) at slots ``slot, slot+1, ...`` (``slot``: a (1,)
-        tensor, or (T,) slots) through the (compiled) step: logits
-        (B, T, V). Compiles on the first call for a new shape."""
+        tensor, or (T,) slots, or (B, T): each row its own) through the
+        (compiled) step: logits (B, T, V). Compiles on the first call for a
+        new shape."""
         slots = (
-            slot
-            if slot.numel() == tokens.size(1)
-            else slot + torch.arange(tokens.size(1), device=slot.device)
+            slot + torch.arange(tokens.size(1), device=slot.device)
+            if slot.dim() == 1 and slot.numel() != tokens.size(1)
+            else slot  # (T,) slots, or (B, T): each row its own
         )
         key = tuple(tokens.shape)  # (B, T): one compiled graph per shape
         if self.compile and key not in self.compile_seconds:
@@ -226,6 +235,38 @@ class StaticCacheEngine(Engine):
         """One new token per row (B,) at the next slot: logits (B, V)."""
         self._slot += 1  # in place: a compiled step sees the same tensor
         return self.step(tokens[:, None], self._slot, self._pad)[:, -1]
+
+    # -- rows that come and go: continuous batching ---------------------------
+
+    def prefill_row(self, row: int, ids) -> Tensor:
+        """Start a sequence in row ``row`` of the allocated cache while the
+        other rows keep theirs: the prompt ``ids`` (T,) goes to slots
+        0 .. T-1 of that row alone. Returns its next-token logits (V,). A
+        server adds a request this way between two ``decode_rows`` steps."""
+        check_int("row", row, 0, self.batch_size - 1)
+        idx = torch.as_tensor(ids, dtype=torch.long, device=self.device)
+        if idx.dim() != 1 or not 1 <= idx.numel() <= self.max_len:
+            raise ValueError(
+                f"a prompt is 1 to max_len = {self.max_len} token ids, got "
+                f"shape {tuple(idx.shape)}"
+            )
+        slots = torch.arange(idx.numel(), device=idx.device)  # (T,)
+        pad = torch.zeros(1, dtype=torch.long, device=idx.device)
+        rows = slice(row, row + 1)
+        return self.forward(idx[None], slots, pad, rows)[0, -1]
+
+    def decode_rows(self, tokens: Tensor, positions: Tensor) -> Tensor:
+        """One token per row, ``tokens`` (B,), each at its own slot
+        ``positions`` (B,): the length of its sequence so far. Returns the
+        logits (B, V). A row without a sequence can carry any token at
+        position 0: a sequence started there later overwrites it."""
+        if int(positions.max()) >= self.max_len:
+            raise ValueError(
+                f"a row reached position {int(positions.max())}; the cache "
+                f"has max_len = {self.max_len} slots"
+            )
+        pad = torch.zeros_like(positions)
+        return self.step(tokens[:, None], positions[:, None], pad)[:, -1]
 
 
 # ---------------------------------------------------------------------------
