@@ -61,7 +61,7 @@ def source_hashes(*modules: str) -> dict[str, str]:
     here = Path(__file__).resolve().parent
     hashes = {}
     for name in modules:
-        path = here / (name.replace(".", "/") + ".py")  # "train.loop"
+        path = here / (name.replace(".", "/") + ".py")  # "train.trainer"
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             body = getattr(node, "body", None)

@@ -15,7 +15,7 @@ from llmbook.checkpoint import load_model, save_checkpoint
 from llmbook.data import BOOK_PLAYS, load_shakespeare
 from llmbook.finetune import data as fd
 from llmbook.finetune.cli import main as finetune_main
-from llmbook.finetune.loop import _batch as batch_of
+from llmbook.finetune.finetuner import _batch as batch_of
 from llmbook.model import GPT, GPTConfig
 from llmbook.tokenizer import EOT, Tokenizer, train_bpe
 from llmbook.train import TrainConfig

@@ -15,7 +15,7 @@ PACKAGE = Path(llmbook.__file__).parent
 
 def modules() -> list[str]:
     """Every module of the package as a dotted name under llmbook: "model",
-    "train.loop", and "train" for llmbook/train/__init__.py."""
+    "train.trainer", and "train" for llmbook/train/__init__.py."""
     names = []
     for p in PACKAGE.rglob("*.py"):
         parts = p.relative_to(PACKAGE).with_suffix("").parts

@@ -8,7 +8,7 @@ pretrained GPT, fully or with LoRA.
                 a Wilson interval (chapter 8)
 - ``instruct``  the instruction format, special tokens, the response-only
                 loss, exact match (chapter 9)
-- ``loop``      ``finetune``: the finetuning run, resumable, for both tasks
+- ``finetuner`` ``finetune``: the finetuning run, resumable, for both tasks
 - ``cli``       ``python -m llmbook.finetune``
 
 Every public name is imported from here: ``from llmbook.finetune import
@@ -42,6 +42,15 @@ from llmbook.finetune.data import (
     split_plays,
     write_jsonl,
 )
+from llmbook.finetune.finetuner import (
+    TASKS,
+    FinetuneConfig,
+    FinetuneResult,
+    build_model,
+    encode_examples,
+    finetune,
+    load_finetuned,
+)
 from llmbook.finetune.instruct import (
     END,
     IGNORE,
@@ -56,15 +65,6 @@ from llmbook.finetune.instruct import (
     instruction_batch,
     instruction_loss,
     resize_vocab,
-)
-from llmbook.finetune.loop import (
-    TASKS,
-    FinetuneConfig,
-    FinetuneResult,
-    build_model,
-    encode_examples,
-    finetune,
-    load_finetuned,
 )
 from llmbook.finetune.lora import (
     LORA_PARAMS,

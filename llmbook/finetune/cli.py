@@ -14,13 +14,13 @@ from llmbook.finetune.classify import (
     evaluate_classifier,
 )
 from llmbook.finetune.data import DataFormatError, read_jsonl
-from llmbook.finetune.instruct import add_special_tokens, exact_match
-from llmbook.finetune.loop import (
+from llmbook.finetune.finetuner import (
     TASKS,
     FinetuneConfig,
     encode_examples,
     finetune,
 )
+from llmbook.finetune.instruct import add_special_tokens, exact_match
 from llmbook.finetune.lora import unload_lora
 
 __all__ = ["main"]

@@ -9,7 +9,7 @@
 - ``metrics``  one JSON line per step; ``plot_metrics``
 - ``trainer``  ``Trainer``: the loop every trainer shares (pretraining,
                finetuning, later DPO or GRPO), in named steps
-- ``loop``     pretraining: ``train``, ``Pretrainer``, ``evaluate``
+- ``pretrain`` pretraining: ``train``, ``Pretrainer``, ``evaluate``
 - ``runs``     the book's cached runs: ``book_run``, ``book_checkpoint``,
                ``draft_checkpoint``, ``check_run``
 - ``cli``      ``python -m llmbook.train``
@@ -25,14 +25,6 @@ from llmbook.train.config import (
     autocast_context,
     pick_device,
 )
-from llmbook.train.loop import (
-    Pretrainer,
-    TrainResult,
-    estimate_loss,
-    evaluate,
-    get_tokenizer,
-    train,
-)
 from llmbook.train.loss import (
     LanguageModelLoss,
     LinearCrossEntropy,
@@ -41,6 +33,14 @@ from llmbook.train.loss import (
 )
 from llmbook.train.metrics import plot_metrics
 from llmbook.train.optim import AdamW, clip_grad_norm, lr_at, param_groups
+from llmbook.train.pretrain import (
+    Pretrainer,
+    TrainResult,
+    estimate_loss,
+    evaluate,
+    get_tokenizer,
+    train,
+)
 from llmbook.train.runs import (
     DRAFT_PRESETS,
     RunCheck,

@@ -44,7 +44,7 @@ from llmbook.data import (
     stale,
 )
 from llmbook.train.config import TRAIN_PRESETS, TrainConfig, pick_device
-from llmbook.train.loop import TrainResult, train
+from llmbook.train.pretrain import TrainResult, train
 
 # Every module a training run executes: an edit to any of them retrains.
 TRAINING_MODULES = (
@@ -63,7 +63,7 @@ TRAINING_MODULES = (
     "train.optim",
     "train.metrics",
     "train.trainer",
-    "train.loop",
+    "train.pretrain",
 )
 KEY_FILE = "cache_key.json"
 BAND_FILE = Path(__file__).with_name("book_band.json")
