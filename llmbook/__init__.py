@@ -15,7 +15,8 @@ each; from training on, each part of the book is a subpackage, whose
       model.py        GPTConfig, transformer blocks, the GPT model
       checkpoint.py   a model and its tokenizer on disk (training writes,
                       generation and finetuning read)
-      manual_grad.py  appendix A: backpropagation by hand
+      manual_grad/    appendix A: backpropagation by hand (layers, a GPT,
+                      the autograd views)
       generate/       Part III: sampling, the generation engine (reference,
                       static cache, speculative), quantization, the CLI
       train/          Part II: loss, optimizer, the training loop, the
@@ -57,6 +58,9 @@ MODULE_ORDER = (
     "attention",
     "model",
     "checkpoint",
+    "manual_grad.layers",
+    "manual_grad.model",
+    "manual_grad.functions",
     "manual_grad",
     "generate.sampling",
     "generate.prompts",
