@@ -5,9 +5,9 @@ pretrained GPT, fully or with LoRA.
 - ``lora``      LoRA from scratch: low-rank adapters, merging (checked
                 against peft)
 - ``classify``  ``Classifier``: a head on the last real token; accuracy with
-                a Wilson interval (chapter 8)
+                a Wilson interval; ``ClassifyTask`` (chapter 8)
 - ``instruct``  the instruction format, special tokens, the response-only
-                loss, exact match (chapter 9)
+                loss, exact match; ``InstructTask`` (chapter 9)
 - ``finetuner`` ``finetune``: the finetuning run, resumable, for both tasks
 - ``cli``       ``python -m llmbook.finetune``
 
@@ -18,6 +18,7 @@ Classifier, finetune``.
 from llmbook.finetune.classify import (
     TRAIN_CHOICES,
     Classifier,
+    ClassifyTask,
     FinetuneError,
     evaluate_classifier,
     freeze,
@@ -45,6 +46,7 @@ from llmbook.finetune.data import (
 from llmbook.finetune.finetuner import (
     TASKS,
     FinetuneConfig,
+    Finetuner,
     FinetuneResult,
     build_model,
     encode_examples,
@@ -57,6 +59,7 @@ from llmbook.finetune.instruct import (
     INSTRUCTION,
     RESPONSE,
     SPECIAL_TOKENS,
+    InstructTask,
     add_special_tokens,
     encode_instruction,
     exact_match,
@@ -115,6 +118,7 @@ __all__ = [
     "wilson_interval",
     "predict",
     "evaluate_classifier",
+    "ClassifyTask",
     "IGNORE",
     "INSTRUCTION",
     "RESPONSE",
@@ -128,11 +132,13 @@ __all__ = [
     "instruction_loss",
     "generate_answers",
     "exact_match",
+    "InstructTask",
     "TASKS",
     "FinetuneConfig",
     "FinetuneResult",
     "encode_examples",
     "build_model",
+    "Finetuner",
     "finetune",
     "load_finetuned",
 ]

@@ -14,7 +14,9 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+from llmbook.finetune.data import DataFormatError
 from llmbook.model import GPT, GPTConfig
 
 TRAIN_CHOICES = ("head", "last_block", "all")
@@ -159,3 +161,42 @@ def evaluate_classifier(
         confusion=confusion,
         predictions=[labels[p] for p in pred],
     )
+
+
+# ---------------------------------------------------------------------------
+# The task, as the finetuning run (llmbook.finetune.finetuner) sees it
+
+
+class ClassifyTask:
+    """Classification for ``finetune``: examples {"text", "label"}, a
+    ``Classifier`` on the GPT, cross-entropy over the labels."""
+
+    name = "classify"
+
+    def prepare(self, cfg, model, tokenizer, examples):
+        """The labels: the settings', or those of the examples, sorted."""
+        if not cfg.labels:
+            cfg.labels = sorted({e["label"] for _, e in examples})
+        return model, tokenizer
+
+    def encode(self, example: dict, tokenizer, labels: list, where: str):
+        """-> (ids, label index); an unknown label is refused."""
+        if example["label"] not in labels:
+            shown = ", ".join(repr(x) for x in labels[:12])
+            raise DataFormatError(
+                f"{where}: unknown label {example['label']!r}; the labels "
+                f"are {shown}{' ...' if len(labels) > 12 else ''}"
+            )
+        return tokenizer.encode(example["text"]), labels.index(
+            example["label"]
+        )
+
+    def network(self, gpt, n_labels: int):
+        """-> (the network, what trains besides LoRA's adapters)."""
+        return Classifier(gpt, n_labels), ("head.",)
+
+    def loss(self, net, batch, device, cfg) -> torch.Tensor:
+        ids, mask = pad([ids for ids, _ in batch])  # (B, T), right-padded
+        y = torch.tensor([label for _, label in batch], device=device)
+        logits = net(ids.to(device), attention_mask=mask.to(device))
+        return F.cross_entropy(logits, y)  # logits (B, n_labels)

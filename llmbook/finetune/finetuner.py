@@ -17,31 +17,25 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from llmbook.checkpoint import load_checkpoint
 from llmbook.finetune.classify import (
     TRAIN_CHOICES,
-    Classifier,
+    ClassifyTask,
     FinetuneError,
     freeze,
-    pad,
 )
 from llmbook.finetune.data import DataFormatError
-from llmbook.finetune.instruct import (
-    add_special_tokens,
-    encode_instruction,
-    instruction_batch,
-    instruction_loss,
-    resize_vocab,
-)
+from llmbook.finetune.instruct import InstructTask
 from llmbook.finetune.lora import apply_lora, count_parameters
 from llmbook.model import GPT, GPTConfig
 from llmbook.tokenizer import Tokenizer
 from llmbook.train.optim import AdamW, param_groups
 from llmbook.train.trainer import Schedule, Trainer
 
-TASKS = ("classify", "instruct")
+# The tasks a run can finetune for: what differs between them (the data's
+# encoding, the network, the loss), one object each.
+TASKS = {task.name: task for task in (ClassifyTask(), InstructTask())}
 
 
 @dataclass
@@ -71,7 +65,9 @@ class FinetuneConfig:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise FinetuneError(f"unknown task {self.task!r}; use {TASKS}")
+            raise FinetuneError(
+                f"unknown task {self.task!r}; use one of {tuple(TASKS)}"
+            )
         if self.train not in TRAIN_CHOICES:
             raise FinetuneError(
                 f"unknown train={self.train!r}; use one of {TRAIN_CHOICES}"
@@ -114,22 +110,10 @@ def encode_examples(task, examples, tokenizer, labels, block_size, source):
     (ids, n_prompt) for instruct. ``examples``: (line, dict) pairs. An
     unknown label, or an example longer than the context, is refused
     with the file and line (examples are never truncated)."""
-    index = {label: i for i, label in enumerate(labels)}
     out = []
     for line, e in examples:
         where = f"{source}:{line}"
-        if task == "classify":
-            if e["label"] not in index:
-                shown = ", ".join(repr(x) for x in labels[:12])
-                raise DataFormatError(
-                    f"{where}: unknown label {e['label']!r}; the labels "
-                    f"are {shown}{' ...' if len(labels) > 12 else ''}"
-                )
-            item = (tokenizer.encode(e["text"]), index[e["label"]])
-        else:
-            item = encode_instruction(
-                tokenizer, e["instruction"], e.get("input", ""), e["output"]
-            )
+        item = TASKS[task].encode(e, tokenizer, labels, where)
         if len(item[0]) > block_size:
             raise DataFormatError(
                 f"{where}: the example is {len(item[0])} tokens long, "
@@ -174,15 +158,7 @@ def build_model(cfg: FinetuneConfig, gpt: GPT, n_labels: int = 0):
     the GPT itself (its vocabulary already resized); then LoRA or
     ``freeze``. Seeded by ``cfg.seed``."""
     torch.manual_seed(cfg.seed)
-    gpt = copy.deepcopy(gpt)
-    if cfg.task == "classify":
-        net, keep = Classifier(gpt, n_labels), ("head.",)
-    else:
-        # the new tokens' rows must learn: the embedding and the LM head
-        # (one matrix when tied) train with LoRA too
-        net, keep = gpt, ("wte.", "lm_head.")
-        if gpt.config.tie_weights:  # lm_head.weight is wte.weight
-            keep = ("wte.",)
+    net, keep = TASKS[cfg.task].network(copy.deepcopy(gpt), n_labels)
     if cfg.lora_rank:
         apply_lora(
             net,
@@ -226,16 +202,8 @@ class Finetuner(Trainer):
         ]
 
     def loss(self, batch) -> torch.Tensor:
-        dev = self.device
-        if self.cfg.task == "classify":
-            ids, mask = pad([ids for ids, _ in batch])
-            y = torch.tensor([label for _, label in batch], device=dev)
-            logits = self.model(ids.to(dev), attention_mask=mask.to(dev))
-            return F.cross_entropy(logits, y)
-        ids, mask, labels = instruction_batch(batch, self.cfg.loss_on)
-        return instruction_loss(
-            self.model, ids.to(dev), mask.to(dev), labels.to(dev)
-        )
+        task = TASKS[self.cfg.task]
+        return task.loss(self.model, batch, self.device, self.cfg)
 
     def after_step(self, row: dict) -> None:
         step, loss = row["step"], row["loss"]
@@ -259,16 +227,8 @@ def _prepare(cfg: FinetuneConfig, model, tokenizer, train, source):
     ready for the task, and the examples encoded."""
     cfg = dataclasses.replace(cfg, labels=list(cfg.labels))
     numbered = _numbered(train, source)
-    if cfg.task == "instruct":
-        tokenizer = add_special_tokens(tokenizer)
-        if tokenizer.vocab_size > model.config.vocab_size:
-            model = resize_vocab(
-                copy.deepcopy(model),
-                tokenizer.vocab_size,
-                torch.Generator().manual_seed(cfg.seed),
-            )
-    elif not cfg.labels:
-        cfg.labels = sorted({e["label"] for _, e in numbered})
+    task = TASKS[cfg.task]
+    model, tokenizer = task.prepare(cfg, model, tokenizer, numbered)
     block_size = model.config.block_size
     data = encode_examples(
         cfg.task, numbered, tokenizer, cfg.labels, block_size, source

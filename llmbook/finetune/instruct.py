@@ -9,6 +9,7 @@ the prompt and the padding; greedy answers that stop at ``<|end|>``;
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import torch
@@ -205,3 +206,50 @@ def exact_match(
         by_task={t: sum(h) / len(h) for t, h in sorted(by_task.items())},
         answers=answers,
     )
+
+
+# ---------------------------------------------------------------------------
+# The task, as the finetuning run (llmbook.finetune.finetuner) sees it
+
+
+class InstructTask:
+    """Instruction following for ``finetune``: examples {"instruction",
+    "input", "output"}, the special tokens added and the vocabulary grown,
+    the next-token loss on the response (``cfg.loss_on="response"``) or on
+    every token (``"all"``)."""
+
+    name = "instruct"
+
+    def prepare(self, cfg, model, tokenizer, examples):
+        """The tokenizer with the special tokens, the model (a copy) with
+        rows for them (drawn from ``cfg.seed``)."""
+        tokenizer = add_special_tokens(tokenizer)
+        if tokenizer.vocab_size > model.config.vocab_size:
+            model = resize_vocab(
+                copy.deepcopy(model),
+                tokenizer.vocab_size,
+                torch.Generator().manual_seed(cfg.seed),
+            )
+        return model, tokenizer
+
+    def encode(self, example: dict, tokenizer, labels: list, where: str):
+        """-> (ids, number of prompt tokens)."""
+        return encode_instruction(
+            tokenizer,
+            example["instruction"],
+            example.get("input", ""),
+            example["output"],
+        )
+
+    def network(self, gpt, n_labels: int):
+        """The GPT itself; the new tokens' rows must learn, so the
+        embedding and the LM head (one matrix when tied) train with LoRA
+        too."""
+        keep = ("wte.",) if gpt.config.tie_weights else ("wte.", "lm_head.")
+        return gpt, keep
+
+    def loss(self, net, batch, device, cfg) -> torch.Tensor:
+        ids, mask, labels = instruction_batch(batch, cfg.loss_on)  # (B, T)
+        return instruction_loss(
+            net, ids.to(device), mask.to(device), labels.to(device)
+        )
