@@ -13,7 +13,9 @@ is the forward pass and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import textwrap
 
 import torch
 from torch import Tensor
@@ -26,6 +28,8 @@ __all__ = [
     "check_token_ids",
     "check_attention_mask",
     "check_position_ids",
+    "parse_settings",
+    "settings_help",
 ]
 
 
@@ -188,3 +192,60 @@ def check_position_ids(pos, B: int, T: int, block_size: int) -> None:
             f"position_ids must be in 0 .. block_size - 1 = "
             f"{block_size - 1}; got {lo} .. {hi}"
         )
+
+
+# ---------------------------------------------------------------------------
+# Settings from the command line: every program's --set KEY=VALUE
+
+
+def parse_settings(items: list[str], cls, exclude=()) -> dict:
+    """``key=value`` strings -> overrides of the fields of the dataclass
+    ``cls``, each value converted to its field's type (bool: true/false/1/0;
+    a list: comma-separated)."""
+    fields = {
+        f.name: f for f in dataclasses.fields(cls) if f.name not in exclude
+    }
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"--set takes key=value, got {item!r}")
+        if key not in fields:
+            raise ValueError(
+                f"unknown setting {key!r}; settings are {sorted(fields)}"
+            )
+        kind = fields[key].type  # "int | None", "float", "list[str]"
+        kind = kind if isinstance(kind, str) else kind.__name__
+        try:
+            if kind.startswith("bool"):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[key] = value.lower() in ("true", "1")
+            elif kind.startswith("int"):
+                out[key] = int(value)
+            elif kind.startswith("float"):
+                out[key] = float(value)
+            elif kind.startswith("list"):
+                out[key] = [v.strip() for v in value.split(",") if v.strip()]
+            else:
+                out[key] = value
+        except ValueError:
+            name = kind.split(" ")[0]
+            raise ValueError(
+                f"setting {key}={value!r} is not a valid {name}"
+            ) from None
+    return out
+
+
+def settings_help(values, exclude=(), title="--set KEY=VALUE") -> str:
+    """The fields of the dataclass instance ``values``, ``key=value`` each,
+    wrapped for a program's --help."""
+    items = [
+        f"{f.name}={getattr(values, f.name)!r}"
+        for f in dataclasses.fields(values)
+        if f.name not in exclude
+    ]
+    body = textwrap.fill(
+        ", ".join(items), 78, initial_indent="  ", subsequent_indent="  "
+    )
+    return f"settings ({title}):\n{body}"

@@ -547,3 +547,19 @@ def test_classifying_with_a_gpt2_shaped_stand_in():
         ev = ft.evaluate_classifier(result.model, gpt2_tok, CLASSIFY, labels)
         assert ev["n"] == len(CLASSIFY) and 0 <= ev["accuracy"] <= 1
         assert sum(map(sum, ev["confusion"])) == len(CLASSIFY)
+
+
+def test_cli_set_overrides_any_setting_and_refuses_typos(capsys):
+    """One command-line style: --set KEY=VALUE, as for training; a bad
+    setting is refused before any file is read (exit 2)."""
+    base = ["--task", "classify", "--data", "no.jsonl", "--checkpoint", "x"]
+    assert finetune_main([*base, "--set", "warmup=ten"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m llmbook.finetune: error: setting")
+    assert "warmup='ten' is not a valid int" in err
+    assert finetune_main([*base, "--set", "wat=1"]) == 2
+    assert "unknown setting 'wat'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        finetune_main(["--help"])
+    shown = capsys.readouterr().out
+    assert "weight_decay=0.0" in shown and "exit status" in shown

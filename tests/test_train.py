@@ -19,6 +19,7 @@ import llmbook.train as T
 import llmbook.train.cli as train_cli
 import llmbook.train.runs as runs
 from llmbook.checkpoint import load_checkpoint, load_model
+from llmbook.checks import parse_settings
 from llmbook.model import GPT, GPTConfig
 from llmbook.train import (
     AdamW,
@@ -424,9 +425,9 @@ def test_bad_input_errors(tmp_path, corpus):
     with pytest.raises(ValueError, match=r"unknown setting\(s\) \['lr_max'\]"):
         TrainConfig.preset("smoke", lr_max=1.0)
     with pytest.raises(ValueError, match="unknown setting 'colour'"):
-        train_cli._parse_set(["colour=red"])
+        parse_settings(["colour=red"], TrainConfig)
     with pytest.raises(ValueError, match="not a valid int"):
-        train_cli._parse_set(["max_steps=ten"])
+        parse_settings(["max_steps=ten"], TrainConfig)
     with pytest.raises(ValueError, match="unknown dtype"):
         train(small_cfg(tmp_path, dtype="float8"), corpus, **quiet)
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import sys
 from pathlib import Path
 
 from llmbook.checkpoint import load_model, save_checkpoint
+from llmbook.checks import parse_settings, settings_help
 from llmbook.finetune.classify import (
     TRAIN_CHOICES,
     FinetuneError,
@@ -48,7 +50,26 @@ status 2.
 Written to --out: ckpt.pt (the run's checkpoint; starting the same command
 again resumes it), and for instruct model.pt, a plain llmbook checkpoint
 (LoRA merged) that `python -m llmbook.generate` reads.
+
+The flags set the common fields of FinetuneConfig; --set KEY=VALUE sets any
+field (after the flags: it wins). min_lr defaults to --lr / 10.
 """
+
+# filled in by the run itself, not settings
+_INTERNAL = ("task", "data_sha256", "base_sha256")
+
+
+def _epilog() -> str:
+    values = dataclasses.replace(FinetuneConfig(), min_lr=None)
+    return (
+        _EPILOG
+        + "\n"
+        + settings_help(values, _INTERNAL, "--set KEY=VALUE; the defaults")
+        .replace("min_lr=None", "min_lr=lr/10")
+        .replace("out_dir=None", "out_dir='runs/finetune-TASK'")
+        + "\n\nexit status: 0 finetuned; 2 bad input (a flag, a setting, a"
+        " data file, a\ncheckpoint)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m llmbook.finetune",
         description="Finetune a pretrained llmbook GPT to classify text or "
         "to follow instructions.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", required=True, choices=TASKS)
@@ -90,10 +111,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-interval", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any FinetuneConfig field, e.g. warmup=50 (list below)",
+    )
     return p
 
 
 def _run(args) -> int:
+    try:  # the settings first: a typo costs no file reading
+        overrides = parse_settings(args.set, FinetuneConfig, _INTERNAL)
+    except ValueError as e:
+        raise FinetuneError(str(e)) from None
     pairs = read_jsonl(args.data, args.task)
     val = read_jsonl(args.val, args.task) if args.val else []
     ckpt = Path(args.checkpoint)
@@ -129,6 +161,8 @@ def _run(args) -> int:
         out_dir=args.out or f"runs/finetune-{args.task}",
         seed=args.seed,
     )
+    cfg = dataclasses.replace(cfg, **overrides)
+    labels = cfg.labels
     # every error of either file before any training
     tok = (
         add_special_tokens(tokenizer) if args.task == "instruct" else tokenizer

@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m llmbook.generate",
         description="Continue a prompt with a trained llmbook checkpoint, "
         "printing text as it is generated.",
+        epilog="The sampling flags are the fields of "
+        "llmbook.generate.SamplingParams. exit status: 0 generated; 2 bad "
+        "input (a flag, the checkpoint file)",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint file")
     parser.add_argument(

@@ -4,68 +4,24 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
-import textwrap
 
+from llmbook.checks import parse_settings, settings_help
 from llmbook.train import TRAIN_PRESETS, TrainConfig, TrainingDiverged, train
 
 __all__ = ["main"]
 
 
-def _parse_set(items: list[str]) -> dict:
-    """``key=value`` strings -> overrides, each value converted to the type
-    of the field's default."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ValueError(f"--set takes key=value, got {item!r}")
-        if key not in fields:
-            raise ValueError(
-                f"unknown setting {key!r}; settings are {sorted(fields)}"
-            )
-        default = getattr(TrainConfig(), key)
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                out[key] = value.lower() in ("true", "1")
-            elif isinstance(default, int) or key in (
-                "n_layer",
-                "n_head",
-                "n_embd",
-            ):
-                out[key] = int(value)
-            elif isinstance(default, float):
-                out[key] = float(value)
-            else:
-                out[key] = value
-        except ValueError:
-            raise ValueError(
-                f"setting {key}={value!r} is not a valid "
-                f"{type(default).__name__}"
-            ) from None
-    return out
-
-
 def _settings_help() -> str:
     """The settings --set can change, with the book preset's values."""
-    book = TrainConfig.preset("book")
-    items = [
-        f"{f.name}={getattr(book, f.name)!r}"
-        for f in dataclasses.fields(TrainConfig)
-    ]
-    settings = textwrap.fill(
-        ", ".join(items), 78, initial_indent="  ", subsequent_indent="  "
-    )
     return (
-        "settings (--set KEY=VALUE; the book preset's values):\n"
-        f"{settings}\n\n"
-        "exit status: 0 trained; 1 the run failed (the loss diverged);\n"
-        "2 bad input (a setting, the data file, a checkpoint)"
+        settings_help(
+            TrainConfig.preset("book"),
+            title="--set KEY=VALUE; the book preset's values",
+        )
+        + "\n\nexit status: 0 trained; 1 the run failed (the loss "
+        "diverged);\n2 bad input (a setting, the data file, a checkpoint)"
     )
 
 
@@ -103,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
-        cfg = TrainConfig.preset(args.preset, **_parse_set(args.set))
+        cfg = TrainConfig.preset(
+            args.preset, **parse_settings(args.set, TrainConfig)
+        )
         result = train(
             cfg, args.data, resume=args.resume, progress=not args.quiet
         )
