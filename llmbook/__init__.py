@@ -23,6 +23,8 @@ each; from training on, each part of the book is a subpackage, whose
                       book's cached runs, the CLI
       finetune/       Part IV: labelled data, LoRA, classification,
                       instructions, the finetuning run, the CLI
+      serve/          Part V: an OpenAI-compatible HTTP server with continuous
+                      batching, a chat page, the CLI
       exercises/      appendix B: the checks of the coding exercises, one
                       module per chapter
       bench/          side-by-side speed comparisons against the references
@@ -37,8 +39,9 @@ module after ``tokenizer``; an autograd engine from scratch sits beside
 ``attention``, and a mixture-of-experts block and today's open models
 (Llama, Qwen) extend ``model`` (a ``models/`` package when it outgrows one
 file); a DPO or GRPO trainer is a new module of ``train/`` using its loop;
-an OpenAI-compatible HTTP server is ``serve/``, after ``finetune/``, on top
-of the ``generate`` engine.
+the OpenAI-compatible HTTP server is ``serve/``, after ``finetune/`` (its
+chat uses chapter 9's instruction format), on top of the ``generate``
+engine.
 
 Each module imports only modules listed before it in ``MODULE_ORDER``
 (tests/test_imports.py checks it, for every import, also those inside
@@ -91,6 +94,11 @@ MODULE_ORDER = (
     "finetune",
     "finetune.cli",
     "finetune.__main__",
+    "serve.batcher",
+    "serve.app",
+    "serve",
+    "serve.cli",
+    "serve.__main__",
     "exercises.harness",
     "exercises.ch1",
     "exercises.ch2",

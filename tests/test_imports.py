@@ -157,7 +157,7 @@ def test_the_checker_sees_every_kind_of_import(tmp_path, monkeypatch):
     assert sorted(imported_modules("p")) == ["p.q"]
 
 
-PARTS = ("generate", "train", "finetune")
+PARTS = ("generate", "train", "finetune", "serve")
 
 
 def test_every_public_name_has_one_home():

@@ -100,6 +100,7 @@ def wheel_env(tmp_path_factory):
     (wheel,) = (work / "dist").glob("llmbook-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "llmbook/train/book_band.json" in names  # package data ships
+    assert "llmbook/serve/chat.html" in names
     assert not any(
         n.startswith(("book/", "tests/", "benchmarks/")) for n in names
     )

@@ -1,0 +1,14 @@
+"""Part V, serving: the model behind OpenAI's API, with continuous batching.
+
+- ``batcher``  ``Batcher``: requests join a running batch and leave it when
+               done, on a ``StaticCacheEngine`` (one thread owns the model)
+- ``app``      ``create_app``: the FastAPI app, /v1/models,
+               /v1/completions, /v1/chat/completions (streaming or not),
+               /health, and the chat page ``chat.html``
+- ``cli``      ``python -m llmbook.serve --checkpoint CKPT``
+"""
+
+from llmbook.serve.app import chat_prompt, create_app
+from llmbook.serve.batcher import Batcher, Busy, Request
+
+__all__ = ["Batcher", "Busy", "Request", "create_app", "chat_prompt"]

@@ -1,0 +1,5 @@
+import sys
+
+from llmbook.serve.cli import main
+
+sys.exit(main())
