@@ -19,7 +19,7 @@ each; from training on, each part of the book is a subpackage, whose
                       the autograd views)
       generate/       Part III: sampling, the generation engine (reference,
                       static cache, speculative), quantization, the CLI
-      train/          Part II: loss, optimizer, the training loop, the
+      train/          Part III: loss, optimizer, the training loop, the
                       book's cached runs, the CLI
       finetune/       Part IV: labelled data, LoRA, classification,
                       instructions, the finetuning run, the CLI

@@ -46,6 +46,7 @@ GPU_PARAMS = {
     "07_fast_generation": {**TOY, "timing": "smoke"},
     "08_classification": TOY,
     "09_instruction_tuning": TOY,
+    "10_serving": {**TOY, "timing": "smoke"},
 }
 
 

@@ -1,4 +1,5 @@
-"""Part III, generation: from a trained model to text, and fast.
+"""Part III (with training), generation: from a trained model to text,
+and fast.
 
 One engine (``engine.Engine``): prompts in (one, or several of any lengths),
 new tokens out (``list[int]``, or one list per prompt), every setting in one

@@ -1,4 +1,5 @@
-"""Part II, training: the loss, the optimizer, the loop, the book's runs.
+"""Part III (with generation), training: the loss, the optimizer, the loop,
+the book's runs.
 
 - ``config``   ``TrainConfig`` and its presets, ``pick_device``,
                ``autocast_context``
