@@ -94,7 +94,7 @@ def print_table(title: str, results: dict, reference: str) -> None:
         )
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,26 +105,12 @@ def main(argv=None) -> None:
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--n-embd", type=int, default=256)
     ap.add_argument("--n-head", type=int, default=4)
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    B, T = args.batch, args.seq
-    config = GPTConfig.preset(
-        "gpt2",
-        block_size=T,
-        n_layer=4,
-        vocab_size=4096,
-        n_embd=args.n_embd,
-        n_head=args.n_head,
-    )
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-        f"B={B} T={T} C={config.n_embd} n_head={config.n_head}, fp32, "
-        f"forward + backward, median of {args.repeats}"
-    )
+    return ap
 
-    # -- one attention layer --------------------------------------------------
+
+def layer_table(config: GPTConfig, B: int, T: int, repeats: int) -> None:
+    """One attention layer (B, T, C) -> (B, T, C), forward + backward: ours
+    written out and with SDPA, against Hugging Face's GPT2Attention."""
     ours = CausalSelfAttention(config)
     x = torch.randn(B, T, config.n_embd)
     mask = (
@@ -156,11 +142,14 @@ def main(argv=None) -> None:
         print("(transformers not installed: HF contenders skipped)")
     print_table(
         "one attention layer (B, T, C) -> (B, T, C)",
-        medians(contenders, args.repeats),
+        medians(contenders, repeats),
         "ours, SDPA",
     )
 
-    # -- a whole model: a training step's forward + backward ------------------
+
+def model_table(config: GPTConfig, B: int, T: int, repeats: int) -> None:
+    """A whole GPT-2-shaped model, a training step's forward + backward,
+    ours against GPT2LMHeadModel on the same weights."""
     contenders = {}
     idx = torch.randint(0, config.vocab_size, (B, T))
     targets = torch.randint(0, config.vocab_size, (B, T))
@@ -186,9 +175,32 @@ def main(argv=None) -> None:
     print_table(
         f"GPT-2 architecture, {config.n_layer} layers, vocab "
         f"{config.vocab_size}: forward + backward",
-        medians(contenders, args.repeats),
+        medians(contenders, repeats),
         "ours (GPT-2 arch)",
     )
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    B, T = args.batch, args.seq
+    config = GPTConfig.preset(
+        "gpt2",
+        block_size=T,
+        n_layer=4,
+        vocab_size=4096,
+        n_embd=args.n_embd,
+        n_head=args.n_head,
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"B={B} T={T} C={config.n_embd} n_head={config.n_head}, fp32, "
+        f"forward + backward, median of {args.repeats}"
+    )
+    layer_table(config, B, T, args.repeats)
+    model_table(config, B, T, args.repeats)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def kernel_table(n: int = 8192, repeats: int = 10) -> list[tuple[str, float]]:
     return out
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -152,35 +152,15 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    import transformers  # optional: see the docstring
+    return parser
 
-    n, t_prompt = args.new_tokens, args.prompt_tokens
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"{torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, load average {load:.1f} "
-        f"on {os.cpu_count()} cores at the start"
-    )
 
-    # -- 1. bandwidth and kernels ---------------------------------------------
-    bw = measure_bandwidth()
-    print(
-        f"\nmemory bandwidth: copy {bw['copy']:.1f} GB/s (read + write), "
-        f"fp32 matrix-vector {bw['matvec']:.1f} GB/s (8192 x 8192)"
-    )
-    print("x @ W^T at M = 1, 8192 x 8192, GB/s of the weight bytes:")
-    for name, gbs in kernel_table():
-        print(f"  {name:38s} {gbs:6.1f}")
-
-    # -- 2. batch 1 -----------------------------------------------------------
+def contenders(args, n: int, prompt: list[int]):
+    """The batch-1 contenders: HF generate, ours (reference and static
+    cache, eager and compiled, in each precision). -> (hf, models, engines,
+    runs, precision, compile_s)."""
     ours, hf = build()
-    torch.manual_seed(1)
-    prompt = torch.randint(0, 50257, (t_prompt,)).tolist()
-    max_len = t_prompt + n
+    max_len = len(prompt) + n
     bf16 = to_bfloat16(ours)
     int8_bf16 = quantize_int8(bf16)  # int8 weights, bf16 activations
     int8_fp32 = quantize_int8(ours, kernel="dequant")  # fp32 activations
@@ -215,8 +195,13 @@ def main(argv=None) -> None:
     for name, eng in engines.items():
         runs[name] = lambda eng=eng: eng.generate(prompt, n, temperature=0)
     precision.update({name: "fp32" for name in runs if "generate" in name})
-    bytes_per_token = {p: weight_bytes(m) for p, m in models.items()}
+    return hf, models, engines, runs, precision, compile_s
 
+
+def time_batch_one(runs: dict, args) -> tuple[dict, dict]:
+    """Every contender timed in alternation, one round at a time (to report
+    progress); the no-cache one only in its first rounds. -> (seconds per
+    call by name, each contender's last output)."""
     times = {name: [] for name in runs}
     outputs = {}
     for r in range(args.repeats):  # one round at a time, to report progress
@@ -235,6 +220,17 @@ def main(argv=None) -> None:
             f"  repeat {r + 1} done, load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
+    return times, outputs
+
+
+def report_batch_one(
+    args, bw, models, runs, precision, compile_s, times, outputs
+) -> tuple[str, str]:
+    """The batch-1 table: tokens/s, against HF, tokens equal to HF's, the
+    fraction of the roofline; compile times, rooflines, footprints. ->
+    (the fastest path, the fastest fp32 path)."""
+    n, t_prompt = args.new_tokens, args.prompt_tokens
+    bytes_per_token = {p: weight_bytes(m) for p, m in models.items()}
     ref = outputs["HF generate fp32"]
     rate = {name: n / statistics.median(ts) for name, ts in times.items()}
     base = rate["HF generate fp32"]
@@ -292,6 +288,44 @@ def main(argv=None) -> None:
         f"{outputs[best_fp32] == ref}"
     )
     print(f"best path: {best}, {rate[best] / base:.2f}x HF fp32 (goal >= 3x)")
+    return best, best_fp32
+
+
+def main(argv=None) -> None:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers  # optional: see the docstring
+
+    n, t_prompt = args.new_tokens, args.prompt_tokens
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, load average {load:.1f} "
+        f"on {os.cpu_count()} cores at the start"
+    )
+
+    # -- 1. bandwidth and kernels ---------------------------------------------
+    bw = measure_bandwidth()
+    print(
+        f"\nmemory bandwidth: copy {bw['copy']:.1f} GB/s (read + write), "
+        f"fp32 matrix-vector {bw['matvec']:.1f} GB/s (8192 x 8192)"
+    )
+    print("x @ W^T at M = 1, 8192 x 8192, GB/s of the weight bytes:")
+    for name, gbs in kernel_table():
+        print(f"  {name:38s} {gbs:6.1f}")
+
+    # -- 2. batch 1 -----------------------------------------------------------
+    torch.manual_seed(1)
+    prompt = torch.randint(0, 50257, (t_prompt,)).tolist()
+    hf, models, engines, runs, precision, compile_s = contenders(
+        args, n, prompt
+    )
+    times, outputs = time_batch_one(runs, args)
+    best, best_fp32 = report_batch_one(
+        args, bw, models, runs, precision, compile_s, times, outputs
+    )
 
     # -- 3. quality cost on the trained model ---------------------------------
     if not args.no_quality:
