@@ -47,13 +47,7 @@ def repeats(n: int) -> int:
 def median_seconds(f: Callable[[], object], repeats: int) -> float:
     """The median wall time of ``f()`` over ``repeats`` calls, after one
     call to warm up (page faults, thread pools, lazy initialisation)."""
-    f()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(alternate({"f": f}, repeats, warmup=1)["f"])
 
 
 def alternate(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Prompts"]
+__all__ = ["Prompts", "until_stop"]
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Prompts:
     def result(self, out: Tensor, stop_ids) -> list[int] | list[list[int]]:
         """New tokens ``(B, n)`` -> the contract: each row up to its first
         stop id (included); one list for one prompt."""
-        rows = [_until_stop(r, stop_ids) for r in out.tolist()]
+        rows = [until_stop(r, stop_ids) for r in out.tolist()]
         return rows[0] if self.one else rows
 
 
@@ -139,7 +139,7 @@ def _ids(prompt) -> list[int]:
     return ids
 
 
-def _until_stop(ids: list[int], stop_ids) -> list[int]:
+def until_stop(ids: list[int], stop_ids) -> list[int]:
     """``ids`` up to and including the first stop id."""
     for i, t in enumerate(ids):
         if t in stop_ids:

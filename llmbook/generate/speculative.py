@@ -41,7 +41,7 @@ from torch import Tensor
 
 from llmbook.checks import check_int, check_number
 from llmbook.generate.engine import Engine
-from llmbook.generate.prompts import Prompts
+from llmbook.generate.prompts import Prompts, until_stop
 from llmbook.generate.sampling import (
     SamplingParams,
     apply_temperature,
@@ -291,10 +291,6 @@ class SpeculativeEngine(Engine):
             stats.accepted += n
             cur = nxt
             slot += n + 1  # the slot of cur, whose keys no cache has yet
-        out = out[:n_new]
-        for i, tok in enumerate(out):
-            if tok in stops:
-                out = out[: i + 1]
-                break
+        out = until_stop(out[:n_new], stops)
         stats.emitted += len(out)
         return out

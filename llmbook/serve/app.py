@@ -67,6 +67,11 @@ def _error(status: int, message: str, kind: str, param=None):
     return JSONResponse({"error": body}, status_code=status)
 
 
+def _eot_stops(tokenizer) -> list[int]:
+    """A plain completion ends at the end-of-text token, if there is one."""
+    return [tokenizer.eot_id] if tokenizer.eot_id is not None else []
+
+
 def chat_prompt(tokenizer, messages) -> tuple[str, list[int]]:
     """The text the model continues for a chat, and the ids that end its
     answer: chapter 9's format (its special tokens, the answer ending at
@@ -79,8 +84,7 @@ def chat_prompt(tokenizer, messages) -> tuple[str, list[int]]:
         text = format_instruction(users[-1] if users else "", *system[-1:])
         return text, [special[END]]
     lines = [f"{m.role}: {m.content}" for m in messages]
-    stops = [tokenizer.eot_id] if tokenizer.eot_id is not None else []
-    return "\n".join(lines + ["assistant:"]), stops
+    return "\n".join(lines + ["assistant:"]), _eot_stops(tokenizer)
 
 
 def create_app(batcher: Batcher, tokenizer, name: str) -> FastAPI:
@@ -118,8 +122,9 @@ def create_app(batcher: Batcher, tokenizer, name: str) -> FastAPI:
     @app.post("/v1/completions")
     async def completions(body: CompletionBody, request: Request):
         ids = tokenizer.encode(body.prompt)
-        stops = [tokenizer.eot_id] if tokenizer.eot_id is not None else []
-        return await _serve(body, ids, stops, request, chat=False)
+        return await _serve(
+            body, ids, _eot_stops(tokenizer), request, chat=False
+        )
 
     @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):

@@ -272,13 +272,6 @@ class Pretrainer(Trainer):
             dist.all_reduce(loss_sum)
         return loss_sum.item() / (cfg.grad_accum * self.world)
 
-    def check_finite(self, loss: float) -> None:
-        try:
-            super().check_finite(loss)
-        except Exception:
-            self.bar.close()
-            raise
-
     # -- between steps -----------------------------------------------------
 
     def after_step(self, row: dict) -> None:
