@@ -16,12 +16,11 @@ import urllib.request
 import openai
 import pytest
 import torch
-import uvicorn
 
 from llmbook.finetune import add_special_tokens, resize_vocab
-from llmbook.generate import StaticCacheEngine, generate
+from llmbook.generate import generate
 from llmbook.model import GPT, GPTConfig
-from llmbook.serve import Batcher, chat_prompt, create_app
+from llmbook.serve import LocalServer, chat_prompt
 from llmbook.serve.app import Message
 from llmbook.tokenizer import EOT, Tokenizer, train_bpe
 
@@ -49,28 +48,11 @@ def model(tokenizer):
     return resize_vocab(gpt, tokenizer.vocab_size, gen).eval()
 
 
-class Server:
-    """uvicorn on a free port of 127.0.0.1, in a thread."""
+class Server(LocalServer):
+    """llmbook.serve's server on localhost, with a client or two."""
 
-    def __init__(
-        self, model, tokenizer, max_batch=4, max_waiting=64, start=True
-    ):
-        engine = StaticCacheEngine(model)
-        self.batcher = Batcher(engine, max_batch, max_waiting)
-        if start:
-            self.batcher.start()
-        app = create_app(self.batcher, tokenizer, NAME)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="error"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.01)
-        sock = self.server.servers[0].sockets[0]
-        self.port = sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(self, model, tokenizer, **kw):
+        super().__init__(model, tokenizer, NAME, **kw)
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.url + "/v1", api_key="unused")
@@ -86,11 +68,6 @@ class Server:
                 return r.status, json.loads(r.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
-
-    def stop(self):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.batcher.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
@@ -14,7 +16,7 @@ from llmbook.generate import StaticCacheEngine
 from llmbook.serve.app import create_app
 from llmbook.serve.batcher import Batcher
 
-__all__ = ["main"]
+__all__ = ["main", "LocalServer"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,3 +62,40 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         batcher.close()
     return 0
+
+
+class LocalServer:
+    """The server of ``main`` on 127.0.0.1, a free port, in a thread of its
+    own, for a notebook or a test to be its clients: ``url``, ``port``,
+    ``batcher``; ``stop()`` ends it. ``start=False`` leaves the batcher
+    stopped (requests then wait in its queue)."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str = "book",
+        max_batch: int = 8,
+        max_waiting: int = 64,
+        start: bool = True,
+    ):
+        engine = StaticCacheEngine(model)
+        self.batcher = Batcher(engine, max_batch, max_waiting)
+        if start:
+            self.batcher.start()
+        app = create_app(self.batcher, tokenizer, name)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="error"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.batcher.close()
