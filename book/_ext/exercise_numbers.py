@@ -1,5 +1,7 @@
 """Exercise numbers as the checks call them: "2.3" in a chapter, "A.1" in
-appendix A, on the website and in the PDF alike.
+appendix A, on the website and in the PDF alike; figures of the appendices
+numbered the same way ("Figure A.1"; the PDF's are set in _config.yml's
+preamble).
 
 sphinx-exercise numbers exercises with Sphinx's figure numbers. Two things
 make those differ from the ids that ``llmbook.exercises.check`` uses:
@@ -23,24 +25,27 @@ APPENDIX = re.compile(r"(?:^|/)([A-Z])_[^/]*$")
 def _renumber(app, env):
     latex = isinstance(app.builder, LaTeXBuilder)
     for docname, numbers in env.toc_fignumbers.items():
-        exercises = numbers.get("exercise")
-        if not exercises:
-            continue
         appendix = APPENDIX.search(docname)
-        # unnumbered documents share one counter, so appendix C's first
-        # exercise would follow appendix A's last: count each from 1
-        single = sorted(
-            (number, label)
-            for label, number in exercises.items()
-            if len(number) == 1
-        )
-        position = {label: k for k, (_, label) in enumerate(single, 1)}
-        for label, number in exercises.items():
-            if appendix and len(number) == 1:
-                exercises[label] = (appendix.group(1), position[label])
-            elif latex and len(number) == 3:
-                exercises[label] = (number[0], number[2])
+        for kind in ("exercise", "figure"):
+            if numbers.get(kind):
+                _renumber_kind(numbers[kind], appendix, latex and kind)
     return []
+
+
+def _renumber_kind(numbered, appendix, latex_kind):
+    # unnumbered documents share one counter, so appendix C's first
+    # exercise (or figure) would follow appendix A's last: count each from 1
+    single = sorted(
+        (number, label)
+        for label, number in numbered.items()
+        if len(number) == 1
+    )
+    position = {label: k for k, (_, label) in enumerate(single, 1)}
+    for label, number in numbered.items():
+        if appendix and len(number) == 1:
+            numbered[label] = (appendix.group(1), position[label])
+        elif latex_kind == "exercise" and len(number) == 3:
+            numbered[label] = (number[0], number[2])
 
 
 def setup(app):

@@ -6,7 +6,8 @@ browser: no browser download). Every request that leaves 127.0.0.1 is
 aborted and counted: a page that tries to reach the internet fails. For each
 page: MathJax finishes typesetting, no raw TeX delimiters remain in the text,
 every math element was rendered (and a page whose source has math has
-some), the console shows no errors, every image loaded, every internal link
+some), the console shows no errors, every image loaded, every figure of the
+source is shown with its caption at a readable width, every internal link
 points at a file and anchor that exist, and no code cell's input is wider
 than its column. Screenshots go to `_build/browser/` (not committed). Then
 the dark theme is checked once and the search page must find "RoPE".
@@ -31,6 +32,7 @@ from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
 import yaml
+from book_figures import figures
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_build" / "html"
@@ -65,6 +67,12 @@ def toc_pages():
 
 PAGES = toc_pages()
 RESULTS = {}  # page -> what was measured, written to _build/browser
+
+
+def source_of(page):
+    """The page's source file, relative to the repository."""
+    nb = f"{page}.ipynb"
+    return nb if (ROOT / nb).exists() else f"{page}.md"
 
 
 def source_has_math(page):
@@ -234,6 +242,15 @@ IMAGES = """async () => {
                          ok: i.complete && i.naturalWidth > 0}));
 }"""
 
+# Each figure of the page: its id, and whether its image loaded and is
+# shown at a readable width.
+FIGURES = """() => [...document.querySelectorAll('figure')].map(f => {
+  const img = f.querySelector('img');
+  return {id: f.id, ok: !!img && img.complete && img.naturalWidth > 0,
+          width: img ? img.getBoundingClientRect().width : 0,
+          caption: !!f.querySelector('figcaption')};
+})"""
+
 LINKS = """() => [...document.querySelectorAll('a[href]')]
   .map(a => a.href)"""
 
@@ -271,6 +288,7 @@ def test_page(browser, page_name):
     typeset = page.evaluate(TYPESET)
     math = page.evaluate(MATH)
     images = page.evaluate(IMAGES)
+    shown = page.evaluate(FIGURES)
     # Wait for the fonts, then let the page settle before checking it.
     page.evaluate("() => document.fonts.ready.then(() => true)")
     prose = page.evaluate(PROSE_TEXT)
@@ -289,6 +307,13 @@ def test_page(browser, page_name):
         for m in list(RAW_TEX.finditer(prose))[:3]
     ]
     broken_images = [i["src"] for i in images if not i["ok"]]
+    wanted = [f["name"] for f in figures(ROOT / source_of(page_name))]
+    shown_ok = {
+        f["id"]
+        for f in shown
+        if f["ok"] and f["caption"] and f["width"] >= 200
+    }
+    missing_figures = [n for n in wanted if n not in shown_ok]
     missing = missing_link_targets(browser.site, links)
     new_blocked = blocked[first_blocked:]
     has_math = source_has_math(page_name)
@@ -298,6 +323,7 @@ def test_page(browser, page_name):
         "math_elements": math["elements"],
         "mjx_containers": math["containers"],
         "images": len(images),
+        "figures": len(shown),
         "links": len(set(links)),
         "blocked_requests": new_blocked,
         "console_errors": errors,
@@ -327,6 +353,11 @@ def test_page(browser, page_name):
         problems.append(f"console errors: {errors}")
     if broken_images:
         problems.append(f"images that did not load: {broken_images}")
+    if missing_figures:
+        problems.append(
+            "figures not shown (no loaded image 200 px wide with a "
+            f"caption): {missing_figures}"
+        )
     if missing:
         problems.append(f"internal links to nothing: {missing}")
     if wide:
