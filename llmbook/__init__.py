@@ -11,6 +11,10 @@ each; from training on, each part of the book is a subpackage, whose
       data.py         text and vocabularies from package registries; token
                       arrays; atomic writes; cache keys
       tokenizer.py    byte-level BPE, trained from scratch, GPT-2 compatible
+      ngram.py        language models by counting: n-grams, smoothing, the
+                      baseline in bits per byte
+      autograd/       automatic differentiation from scratch: a scalar
+                      engine, then a tensor engine on NumPy
       attention.py    causal self-attention, masks, RoPE, the KV cache
       model.py        GPTConfig, transformer blocks, the GPT model
       checkpoint.py   a model and its tokenizer on disk (training writes,
@@ -33,15 +37,11 @@ each; from training on, each part of the book is a subpackage, whose
 training prints samples as it goes, so the loop uses the engine, and
 nothing in generation needs the training code.
 
-Where the next chapters' code goes: an n-gram model (counting) is a flat
-module after ``tokenizer``; an autograd engine from scratch sits beside
-``manual_grad``; grouped-query and sliding-window attention extend
-``attention``, and a mixture-of-experts block and today's open models
-(Llama, Qwen) extend ``model`` (a ``models/`` package when it outgrows one
-file); a DPO or GRPO trainer is a new module of ``train/`` using its loop;
-the OpenAI-compatible HTTP server is ``serve/``, after ``finetune/`` (its
-chat uses chapter 9's instruction format), on top of the ``generate``
-engine.
+Where the next chapters' code goes: grouped-query and sliding-window
+attention extend ``attention``, and a mixture-of-experts block and today's
+open models (Llama, Qwen) extend ``model`` (a ``models/`` package when it
+outgrows one file); a DPO or GRPO trainer is a new module of ``train/``
+using its loop.
 
 Each module imports only modules listed before it in ``MODULE_ORDER``
 (tests/test_imports.py checks it, for every import, also those inside
@@ -58,6 +58,10 @@ MODULE_ORDER = (
     "timing",
     "data",
     "tokenizer",
+    "ngram",
+    "autograd.scalar",
+    "autograd.tensor",
+    "autograd",
     "attention",
     "model",
     "checkpoint",
@@ -104,10 +108,12 @@ MODULE_ORDER = (
     "exercises.ch2",
     "exercises.ch3",
     "exercises.ch4",
-    "exercises.appendix_a",
     "exercises.ch5",
     "exercises.ch6",
+    "exercises.appendix_a",
     "exercises.ch7",
+    "exercises.ch8",
+    "exercises.ch9",
     "exercises.appendix_d",
     "exercises",
     "bench.tokenizer",

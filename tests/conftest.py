@@ -9,7 +9,7 @@ import torch
 # tried on a 2-core Intel Xeon, and the whole suite took 831 s; but the
 # book's model trained on one thread is not the model trained on two
 # (step 600: training loss 3.5326 against 3.4934, which two-thread runs
-# reproduce to the last bit), and chapter 9's exact match then moved 15
+# reproduce to the last bit), and chapter 11's exact match then moved 15
 # points on one task against a tolerance of 7.6 (none of the runs its
 # tolerances were measured on used these kernels, this seed and one thread).
 # So the notebooks keep every core, as in the runs behind their stored

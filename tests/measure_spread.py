@@ -11,7 +11,7 @@ included) and the tolerance follows from it
 (``trained_outputs.choose_tolerance``).
 
     python tests/measure_spread.py run --work DIR [--only NAME ...] [--jobs 2]
-        [--notebooks 06_generation ...]
+        [--notebooks 08_generation ...]
     python tests/measure_spread.py collect --work DIR
     python tests/measure_spread.py retolerate
 
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 BAND = ROOT / "llmbook" / "train" / "book_band.json"
 # The training chapter's loss table: its cell, and the columns it prints.
-TABLE = ("05_training", "ff34fd0e")
+TABLE = ("07_training", "ff34fd0e")
 
 # Every variant runs with one thread, so that two can share two cores; the
 # notebooks' stored outputs (two threads) count as one more run.
@@ -77,10 +77,10 @@ VARIANTS = {
 
 
 # Parameters every variant of a notebook runs with, on top of its own:
-# chapter 7 times GPT-2 small's shape, which no trained cell depends on
+# chapter 9 times GPT-2 small's shape, which no trained cell depends on
 # (the timed sizes are separate from the trained model's settings), so the
 # variants time tiny models instead and finish minutes sooner.
-NOTEBOOK_PARAMS = {"07_fast_generation": {"timing": "smoke"}}
+NOTEBOOK_PARAMS = {"09_fast_generation": {"timing": "smoke"}}
 
 
 def trained_notebooks() -> list[Path]:

@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from test_autograd import WRONG as AUTOGRAD_WRONG
+from test_ngram import _planted as ngram_planted
 
 from llmbook import exercises as ex
 from llmbook.exercises import (
     appendix_a,
     ch1,
     ch2,
-    ch5,
+    ch7,
     check,
     harness,
     run_check,
@@ -36,12 +38,14 @@ SOLUTIONS = ROOT / "book" / "B_solutions.ipynb"
 CHAPTERS = {
     "1": "01_what_we_build",
     "2": "02_tokenization",
-    "3": "03_attention",
-    "4": "04_gpt_model",
+    "3": "03_ngrams",
+    "4": "04_autograd",
+    "5": "05_attention",
+    "6": "06_gpt_model",
     "A": "A_backprop",
-    "5": "05_training",
-    "6": "06_generation",
-    "7": "07_fast_generation",
+    "7": "07_training",
+    "8": "08_generation",
+    "9": "09_fast_generation",
     "D": "D_pytorch",
 }
 
@@ -440,7 +444,7 @@ def _linear_bwd_wt(dout, x, w):  # dX = dY W^T (the forward's weight)
 def _lr_warmup_from_zero(step, lr, min_lr, warmup, max_steps):
     if step < warmup:
         return lr * step / warmup  # step 0 would waste a step at lr 0
-    return ch5._lr_at(step, lr, min_lr, warmup, max_steps)
+    return ch7._lr_at(step, lr, min_lr, warmup, max_steps)
 
 
 def _lr_cosine_to_zero(step, lr, min_lr, warmup, max_steps):
@@ -502,7 +506,7 @@ def _clip_always_scales(parameters, max_norm):  # also scales small ones up
 
 
 def _clip_returns_after(parameters, max_norm):  # the norm after clipping
-    ch5._clip_grad_norm(parameters, max_norm)
+    ch7._clip_grad_norm(parameters, max_norm)
     return torch.linalg.vector_norm(
         torch.stack([p.grad.norm() for p in parameters])
     )
@@ -511,7 +515,7 @@ def _clip_returns_after(parameters, max_norm):  # the norm after clipping
 def _step_no_clip(model, optimizer, x, y, lr):
     for group in optimizer.param_groups:
         group["lr"] = lr
-    loss = ch5._cross_entropy(model(x), y)
+    loss = ch7._cross_entropy(model(x), y)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -519,9 +523,9 @@ def _step_no_clip(model, optimizer, x, y, lr):
 
 
 def _step_ignores_lr(model, optimizer, x, y, lr):
-    loss = ch5._cross_entropy(model(x), y)
+    loss = ch7._cross_entropy(model(x), y)
     loss.backward()
-    ch5._clip_grad_norm(list(model.parameters()), 1.0)
+    ch7._clip_grad_norm(list(model.parameters()), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
@@ -727,43 +731,43 @@ WRONG = [
     ("2.2", "latest merge first", _encode_latest),
     ("2.3", "each token decoded on its own", _decode_per_token),
     ("2.3", "unknown ids ignored", _decode_no_check),
-    ("3.1", "mask aligned to the top left", _mask_top_left),
-    ("3.1", "mask inverted", _mask_inverted),
-    ("3.1", "an additive float mask", _mask_float),
-    ("3.2", "no 1/sqrt(d) scale", _attention_unscaled),
-    ("3.2", "scaled by 1/d", _attention_by_d),
-    ("3.2", "is_causal=True with cached keys", _attention_top_left),
-    ("3.2", "softmax over the wrong axis", _attention_softmax_axis),
-    ("3.3", "view straight to (B, nh, T, hs)", _split_view),
-    ("3.3", "no transpose", _split_no_transpose),
-    ("3.3", "indivisible C accepted", _split_no_check),
-    ("3.4", "reshape without transposing back", _merge_view),
-    ("3.4", "channels flattened in the wrong order", _merge_wrong_order),
-    ("4.1", "neighbouring channels paired", _rope_interleaved),
-    ("4.1", "rotation the wrong way", _rope_sign),
-    ("4.1", "offset ignored", _rope_no_offset),
-    ("4.2", "eps outside the square root", _rms_eps_outside),
-    ("4.2", "mean subtracted", _rms_centred),
-    ("4.2", "weight forgotten", _rms_no_weight),
+    ("5.1", "mask aligned to the top left", _mask_top_left),
+    ("5.1", "mask inverted", _mask_inverted),
+    ("5.1", "an additive float mask", _mask_float),
+    ("5.2", "no 1/sqrt(d) scale", _attention_unscaled),
+    ("5.2", "scaled by 1/d", _attention_by_d),
+    ("5.2", "is_causal=True with cached keys", _attention_top_left),
+    ("5.2", "softmax over the wrong axis", _attention_softmax_axis),
+    ("5.3", "view straight to (B, nh, T, hs)", _split_view),
+    ("5.3", "no transpose", _split_no_transpose),
+    ("5.3", "indivisible C accepted", _split_no_check),
+    ("5.4", "reshape without transposing back", _merge_view),
+    ("5.4", "channels flattened in the wrong order", _merge_wrong_order),
+    ("6.1", "neighbouring channels paired", _rope_interleaved),
+    ("6.1", "rotation the wrong way", _rope_sign),
+    ("6.1", "offset ignored", _rope_no_offset),
+    ("6.2", "eps outside the square root", _rms_eps_outside),
+    ("6.2", "mean subtracted", _rms_centred),
+    ("6.2", "weight forgotten", _rms_no_weight),
     (
-        "4.3",
+        "6.3",
         "tied matrix counted twice",
         lambda c: _count_formula(c, tied_twice=True),
     ),
     (
-        "4.3",
+        "6.3",
         "final norm forgotten",
         lambda c: _count_formula(c, final_norm=False),
     ),
     (
-        "4.3",
+        "6.3",
         "SwiGLU given GELU's 4C width",
         lambda c: _count_formula(c, gelu_width=True),
     ),
-    ("6.4", "nothing stored in the cache", _kv_concat),
-    ("6.4", "pos advanced by the update", _kv_advances),
-    ("6.4", "only the new positions returned", _kv_only_new),
-    ("6.4", "overflow not refused", _kv_no_check),
+    ("8.4", "nothing stored in the cache", _kv_concat),
+    ("8.4", "pos advanced by the update", _kv_advances),
+    ("8.4", "only the new positions returned", _kv_only_new),
+    ("8.4", "overflow not refused", _kv_no_check),
     ("A.1", "only the Jacobian's diagonal", _softmax_bwd_diag),
     ("A.1", "sum over the wrong axis", _softmax_bwd_axis),
     ("A.2", "path through the variance forgotten", _ln_bwd_no_var),
@@ -772,52 +776,52 @@ WRONG = [
     ("A.3", "transposed weight gradient", _linear_bwd_transposed),
     ("A.3", "no sum over the batch", _linear_bwd_last_row),
     ("A.3", "dX through W^T", _linear_bwd_wt),
-    ("5.1", "warmup starts at lr 0", _lr_warmup_from_zero),
-    ("5.1", "cosine decays to 0, not min_lr", _lr_cosine_to_zero),
-    ("5.1", "no floor after max_steps", _lr_no_floor),
-    ("5.2", "softmax without log-sum-exp", _ce_naive),
-    ("5.2", "sum instead of mean", _ce_sum),
-    ("5.2", "shape mismatch accepted", _ce_no_check),
-    ("5.3", "each tensor clipped on its own", _clip_per_tensor),
-    ("5.3", "small gradients scaled up", _clip_always_scales),
-    ("5.3", "returns the norm after clipping", _clip_returns_after),
-    ("5.4", "the chapter's buggy step, unchanged", ex.buggy_train_step),
-    ("5.4", "no clipping", _step_no_clip),
-    ("5.4", "learning rate never set", _step_ignores_lr),
-    ("6.1", "multiplies by the temperature", _temp_multiplies),
-    ("6.1", "bad temperatures accepted", _temp_no_check),
-    ("6.2", "ties with the k-th dropped", _topk_indices),
-    ("6.2", "dropped logits set to 0", _topk_zero),
-    ("6.3", "drops the token that crosses p", _topp_cumsum),
-    ("6.3", "mass summed in vocabulary order", _topp_unsorted),
-    ("6.3", "p outside (0, 1] accepted", _topp_no_check),
-    ("7.1", "scale max/128", lambda w: _quant_scale(w, divisor=128.0)),
-    ("7.1", "truncated, not rounded", _quant_truncates),
+    ("7.1", "warmup starts at lr 0", _lr_warmup_from_zero),
+    ("7.1", "cosine decays to 0, not min_lr", _lr_cosine_to_zero),
+    ("7.1", "no floor after max_steps", _lr_no_floor),
+    ("7.2", "softmax without log-sum-exp", _ce_naive),
+    ("7.2", "sum instead of mean", _ce_sum),
+    ("7.2", "shape mismatch accepted", _ce_no_check),
+    ("7.3", "each tensor clipped on its own", _clip_per_tensor),
+    ("7.3", "small gradients scaled up", _clip_always_scales),
+    ("7.3", "returns the norm after clipping", _clip_returns_after),
+    ("7.4", "the chapter's buggy step, unchanged", ex.buggy_train_step),
+    ("7.4", "no clipping", _step_no_clip),
+    ("7.4", "learning rate never set", _step_ignores_lr),
+    ("8.1", "multiplies by the temperature", _temp_multiplies),
+    ("8.1", "bad temperatures accepted", _temp_no_check),
+    ("8.2", "ties with the k-th dropped", _topk_indices),
+    ("8.2", "dropped logits set to 0", _topk_zero),
+    ("8.3", "drops the token that crosses p", _topp_cumsum),
+    ("8.3", "mass summed in vocabulary order", _topp_unsorted),
+    ("8.3", "p outside (0, 1] accepted", _topp_no_check),
+    ("9.1", "scale max/128", lambda w: _quant_scale(w, divisor=128.0)),
+    ("9.1", "truncated, not rounded", _quant_truncates),
     (
-        "7.1",
+        "9.1",
         "a zero row divides by zero",
         lambda w: _quant_scale(w, zero_row=False),
     ),
-    ("7.1", "bad weights accepted", lambda w: _quant_scale(w, check=False)),
+    ("9.1", "bad weights accepted", lambda w: _quant_scale(w, check=False)),
     (
-        "7.2",
+        "9.2",
         "every match counted, not the leading ones",
         lambda d, t: _greedy_rule(d, t, leading=False),
     ),
     (
-        "7.2",
+        "9.2",
         "always the bonus token",
         lambda d, t: _greedy_rule(d, t, bonus=True),
     ),
-    ("7.2", "shapes not checked", _greedy_no_check),
+    ("9.2", "shapes not checked", _greedy_no_check),
     (
-        "7.3",
+        "9.3",
         "the target's own token forgotten",
         lambda a, k: _round(a, k, bonus=False),
     ),
-    ("7.3", "alpha = 1 divides by zero", _round_formula),
+    ("9.3", "alpha = 1 divides by zero", _round_formula),
     (
-        "7.3",
+        "9.3",
         "bad alpha and k accepted",
         lambda a, k: _round(a, k, check=False),
     ),
@@ -832,6 +836,12 @@ WRONG = [
     ("D.4", "the name rebound, the parameter unchanged", _sgd_rebinds),
     ("D.4", "the gradients zeroed too", _sgd_zeroes),
 ]
+
+
+# The wrong answers planted in the checks of the counting and autograd
+# chapters live beside those chapters' tests; they are run here too.
+WRONG += [(i, fn.__name__.replace("_", " "), fn) for i, fn in ngram_planted()]
+WRONG += AUTOGRAD_WRONG
 
 
 def test_every_check_has_planted_wrong_answers():
@@ -896,13 +906,13 @@ def test_a_late_not_implemented_error_is_a_failure():
 
 
 def test_a_missing_return_gets_a_hint():
-    result = run_check("3.1", lambda t_q, t_k: None)
+    result = run_check("5.1", lambda t_q, t_k: None)
     assert "got:      None (a missing return statement?)" in result.message
 
 
 def test_unknown_exercise():
-    with pytest.raises(KeyError, match="no exercise '9.9'"):
-        run_check("9.9", print)
+    with pytest.raises(KeyError, match="no exercise '11.9'"):
+        run_check("11.9", print)
 
 
 def test_an_exercise_is_registered_once():
@@ -923,7 +933,7 @@ def test_exercises_are_listed_in_the_books_order():
 
 def test_checks_are_deterministic():
     fn = _attention_top_left
-    assert run_check("3.2", fn).message == run_check("3.2", fn).message
+    assert run_check("5.2", fn).message == run_check("5.2", fn).message
 
 
 def test_threads_are_restored():

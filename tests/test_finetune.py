@@ -535,7 +535,7 @@ def test_the_gpu_profile_path_on_a_gpt2_shaped_stand_in():
 
 
 def test_classifying_with_a_gpt2_shaped_stand_in():
-    # chapter 8's base="gpt2": GPT.from_pretrained("gpt2") and GPT-2's
+    # chapter 10's base="gpt2": GPT.from_pretrained("gpt2") and GPT-2's
     # tokenizer; a tiny random GPT-2 of that vocabulary stands in
     gpt2_tok = Tokenizer.from_gpt2()
     torch.manual_seed(0)

@@ -506,8 +506,8 @@ def test_mlp_hidden_and_rope_base_can_be_set():
 
 
 def test_the_book_preset_is_the_model_that_chapter_5_trains():
-    # One "book model" across the book: the GPTConfig preset that chapter 4
-    # describes, the TrainConfig preset that chapter 5 trains, and the
+    # One "book model" across the book: the GPTConfig preset that chapter 6
+    # describes, the TrainConfig preset that chapter 7 trains, and the
     # tokenizer that book_tokenizer("book") gives.
     from llmbook.tokenizer import BOOK_VOCAB_SIZES
     from llmbook.train import TrainConfig

@@ -70,8 +70,8 @@ def test_the_lists_of_special_cells():
         ("sampled", SAMPLED),
     ]:
         print(kind, ids(cases))
-    assert {nb for nb, _ in TRAINED} >= {"05_training", "06_generation"}
-    assert {nb for nb, _ in SAMPLED} >= {"05_training", "06_generation"}
+    assert {nb for nb, _ in TRAINED} >= {"07_training", "08_generation"}
+    assert {nb for nb, _ in SAMPLED} >= {"07_training", "08_generation"}
 
 
 @pytest.mark.parametrize("nb, cell", TRAINED, ids=ids(TRAINED))

@@ -34,6 +34,8 @@ MODULES = [
     "ch08",
     "ch09",
     "ch10",
+    "ch11",
+    "ch12",
     "appendix_a",
     "appendix_c",
     "appendix_d",

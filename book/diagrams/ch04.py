@@ -1,354 +1,166 @@
-"""Chapter 4: the GPT model."""
+"""Autograd from scratch: concept diagrams."""
 
-import functools
-import math
+import numpy as np
 
-import torch.nn as nn
-from matplotlib.backends.backend_agg import RendererAgg
-
-from llmbook.attention import CausalSelfAttention
-from llmbook.model import GPT, MLP, Block, GPTConfig, RMSNorm
+from llmbook.autograd import Value, topological_order, unbroadcast
 
 from . import diagram
-from .style import (
-    FILL,
-    GREY,
-    SMALL,
-    arrow,
-    box,
-    canvas,
-    code,
-    grid,
-    ink,
-    text,
-)
+from .style import GREY, SMALL, arrow, box, canvas, code, grid, ink, text
 
-BOOK = GPTConfig.preset("book")
+# ---------------------------------------------------------------------------
+# computation-graph: the chapter's example, a = 2, b = -3,
+# e = a * b, d = e + a, L = d ** 2, run by the package's engine
 
 
-@functools.cache
-def _parts():
-    """The attribute names of a GPT's parts and of a block's parts (a
-    GPT-2-style model has them all, `wpe` included)."""
-    model = GPT(GPTConfig.preset("tiny"))
-    block = model.blocks[0]
-    return set(dict(model.named_children())) | set(
-        dict(block.named_children())
-    )
+def _example():
+    """The example's values by name, forward and backward done."""
+    a, b = Value(2.0), Value(-3.0)
+    e = a * b
+    d = e + a
+    L = d**2
+    L.backward()
+    return {"a": a, "b": b, "e": e, "d": d, "L": L}
 
 
-def part(name):
-    """`name` as the package calls that part of the model, so that a
-    renamed attribute breaks the build instead of leaving a stale label."""
-    if name not in _parts():
-        raise ValueError(f"GPT and Block have no part called {name!r}")
-    return name
-
-
-def module(ax, xy, w, h, what, name, kind, **kw):
-    """A part of the model: what it is, and its name in code below."""
-    b = box(ax, xy, w, h, kind=kind, **kw)
-    text(ax, (xy[0], xy[1] + 0.07), what, color=ink(kind))
+def _value_box(ax, xy, name, v, kind="tensor"):
+    """A value: its name and number on top, its gradient below."""
+    b = box(ax, xy, 0.7, 0.56, kind=kind)
+    kw = {"color": ink(kind)}
+    text(ax, (xy[0], xy[1] + 0.11), f"${name} = {v.data:g}$", **kw)
     text(
-        ax, (xy[0], xy[1] - 0.09), name, size=SMALL, mono=True, color=ink(kind)
+        ax,
+        (xy[0], xy[1] - 0.13),
+        f"$\\bar{{{name}}} = {v.grad:g}$",
+        size=SMALL,
+        **kw,
     )
     return b
 
 
-def note(ax, xy, name, words):
-    """A side note: a code setting (monospace), then words below it."""
-    text(ax, xy, name, size=SMALL, mono=True, ha="left", va="top")
-    text(
-        ax,
-        (xy[0], xy[1] - 0.15),
-        words,
-        size=SMALL,
-        ha="left",
-        va="top",
-    )
-
-
-def end_of(t):
-    """The x (inches) where the left-aligned text `t` ends. Measured at
-    1000 dpi: at screen resolution hinting narrows the glyphs, and the
-    PDF and SVG have the true widths."""
-    ext = t.get_window_extent(RendererAgg(100, 100, 1000))
-    return t.get_position()[0] + ext.width / 1000
-
-
-def plus(ax, xy, kind="op"):
-    """The small '+' where a vector is added to the residual stream."""
-    return box(ax, xy, 0.22, 0.22, "+", kind=kind)
-
-
-# -- the whole model --------------------------------------------------------
-
-
-def _block_stack(ax, xy, w, h):
-    """n_layer blocks: two shadows behind the front block say 'repeated'."""
-    x, y = xy
-    for d in (0.1, 0.05):
-        box(ax, (x + d, y + d), w, h, kind="accent")
-    b = box(ax, xy, w, h, kind="accent")
-    # "n_layer x Block": words in the sans font, the class name in mono
-    top, white = y + 0.08, ink("accent")
-    text(ax, (x, top), "$n_\\mathrm{layer} \\times$", color=white, ha="right")
-    text(ax, (x + 0.05, top), code(Block), color=white, mono=True, ha="left")
-    text(
-        ax,
-        (x, y - 0.12),
-        "attention and MLP, each added to $x$",
-        size=SMALL,
-        color=ink("accent"),
-    )
-    return b
+def _chain(ax, v, y):
+    """e = a * b, d = e + a, L = d ** 2, left to right on one line."""
+    a = _value_box(ax, (0.45, y + 0.75), "a", v["a"], kind="accent")
+    b = _value_box(ax, (0.45, y - 0.75), "b", v["b"])
+    mul = box(ax, (1.3, y), 0.4, 0.36, "$\\times$")
+    e = _value_box(ax, (2.1, y), "e", v["e"])
+    add = box(ax, (2.9, y), 0.4, 0.36, "$+$")
+    d = _value_box(ax, (3.7, y), "d", v["d"])
+    sq = box(ax, (4.5, y), 0.5, 0.36, "$(\\cdot)^2$")
+    L = _value_box(ax, (5.35, y), "L", v["L"])
+    for left, right in [(mul, e), (e, add), (add, d), (d, sq), (sq, L)]:
+        arrow(ax, left.right, right.left)
+    arrow(ax, b.right, (mul.x - 0.1, mul.bottom[1]))
+    return a, mul, add
 
 
 @diagram
-def gpt_architecture():
-    """Token ids to logits through the parts of `GPT`, with shapes."""
-    fig, ax = canvas(6.0, 3.55)
-    x, w, h = 2.85, 2.1, 0.34
-    ids = box(ax, (x, 3.4), w, 0.26, "token ids  $(B, T)$", kind="tensor")
-    wte = module(ax, (x, 2.96), w, h, "token embedding", part("wte"), "weight")
-    add = plus(ax, (x, 2.44))
-    wpe = module(
-        ax,
-        (4.75, add.y),
-        1.6,
-        h,
-        "position embedding",
-        part("wpe"),
-        "weight",
-        linestyle="--",
-    )
-    blocks = _block_stack(ax, (x, 1.86), w, 0.5)
-    ln_f = module(ax, (x, 1.18), w, h, "final norm", part("ln_f"), "op")
-    head = module(ax, (x, 0.58), w, h, "LM head", part("lm_head"), "weight")
-    logits = box(ax, (x, 0.18), w, 0.26, "logits  $(B, T, V)$", kind="tensor")
-    # the flow, with the shape of what travels along each arrow (the
-    # residual stream keeps (B, T, C) from the embedding to the head)
-    steps = [
-        (ids.bottom, wte.top, ""),
-        (wte.bottom, add.top, "$(B, T, C)$"),
-        (add.bottom, blocks.top, ""),
-        (blocks.bottom, ln_f.top, "$(B, T, C)$"),
-        (ln_f.bottom, head.top, "$(B, T, C)$"),
-        (head.bottom, logits.top, ""),
-    ]
-    for start, end, shape in steps:
-        arrow(ax, start, end)
-        if shape:
-            mid = (start[1] + end[1]) / 2
-            text(ax, (x + 0.08, mid), shape, size=SMALL, ha="left")
-    arrow(ax, wpe.left, add.right, "$(T, C)$", side=0.1)
-    note(
-        ax,
-        (blocks.x + blocks.w / 2 + 0.2, wpe.y - 0.3),
-        'positions="learned" only',
-        "(GPT-2). The book's model\nrotates $q$ and $k$ inside\n"
-        "attention instead (RoPE)",
-    )
-    _tie(ax, wte, head)
-    return fig
-
-
-def _tie(ax, wte, head):
-    """Weight tying: the LM head is the token-embedding matrix."""
+def computation_graph():
+    """Forward values and backward gradients of e = ab, d = e + a, L = d^2."""
+    v = _example()
+    fig, ax = canvas(6.0, 2.75)
+    a, mul, add = _chain(ax, v, 1.3)
+    # a is used twice: each use sends back its own share, and a sums them
+    through_mul = v["e"].grad * v["b"].data
     arrow(
         ax,
-        wte.left,
-        head.left,
-        curve=0.3,
-        style="<|-|>",
+        (a.right[0], a.y - 0.1),
+        (mul.x - 0.1, mul.top[1]),
+        f"$\\bar e \\, b = {through_mul:g}$",
+        side=0.3,
+    )
+    arrow(
+        ax,
+        (a.right[0], a.y + 0.1),
+        add.top,
+        f"$\\bar d = {v['d'].grad:g}$",
+        curve=-0.25,
+        side=0.1,
+    )
+    text(
+        ax,
+        (0.08, 1.3),
+        f"two uses:\n$\\bar a = {through_mul:g} {v['d'].grad:+g}$",
+        size=SMALL,
+        ha="left",
+    )
+    names = {id(n): k for k, n in v.items()}
+    order = reversed(topological_order(v["L"]))
+    text(
+        ax,
+        (1.05, 0.15),
+        "backward visits "
+        + ", ".join(names[id(n)] for n in order)
+        + " (reverse topological order)",
+        size=SMALL,
+        ha="left",
         color=GREY,
-        linestyle="--",
-    )
-    note(
-        ax,
-        (0.2, (wte.y + head.y) / 2 + 0.15),
-        "tie_weights=True",
-        "the same matrix $E$,\nshape $(V, C)$",
-    )
-
-
-# -- one block ----------------------------------------------------------------
-
-
-def _branch(ax, x0, tap, y, names, line):
-    """One residual branch: from the stream at height `tap` through the
-    norm and the layer (`names`: attribute and class of each), back to a
-    '+' on the stream at height `y`; `line` is the code it runs."""
-    shapes = []
-    for (attr, cls), (x, w, kind) in zip(
-        names, [(2.0, 1.0, "op"), (3.45, 1.5, "weight")]
-    ):
-        shapes.append(box(ax, (x, tap), w, 0.42, kind=kind))
-        text(ax, (x, tap + 0.08), attr, mono=True)
-        text(ax, (x, tap - 0.1), cls, size=SMALL, mono=True)
-    n, f = shapes
-    arrow(ax, (x0, tap), n.left)
-    arrow(ax, n.right, f.left)
-    add = plus(ax, (x0, y))
-    arrow(ax, f.bottom, add.right, "$(B, T, C)$", curve=-0.25, side=-0.12)
-    text(
-        ax, (f.x + f.w / 2 + 0.15, tap), line, size=SMALL, mono=True, ha="left"
-    )
-    return add
-
-
-def _stream(ax, x0, pieces):
-    """The residual stream, thick and in the accent colour, in pieces
-    (the '+' boxes sit in the gaps); the last piece leaves the block."""
-    for i, (y0, y1) in enumerate(pieces):
-        last = i == len(pieces) - 1
-        arrow(
-            ax,
-            (x0, y0),
-            (x0, y1),
-            style="-|>" if last else "-",
-            color=FILL["accent"],
-            linewidth=2.2,
-        )
-
-
-@diagram
-def transformer_block():
-    """The pre-norm block on the residual stream, as `Block.forward`."""
-    fig, ax = canvas(6.0, 3.1)
-    x0 = 0.75
-    norm = code(RMSNorm) if BOOK.norm == "rmsnorm" else code(nn.LayerNorm)
-    add1 = _branch(
-        ax,
-        x0,
-        2.45,
-        1.78,
-        [(part("ln_1"), norm), (part("attn"), code(CausalSelfAttention))],
-        "x = x + attn(ln_1(x))",
-    )
-    add2 = _branch(
-        ax,
-        x0,
-        1.2,
-        0.53,
-        [(part("ln_2"), norm), (part("mlp"), code(MLP))],
-        "x = x + mlp(ln_2(x))",
-    )
-    r = 0.11  # half the size of a '+'
-    _stream(
-        ax,
-        x0,
-        [(2.86, add1.y + r), (add1.y - r, add2.y + r), (add2.y - r, 0.06)],
-    )
-    text(ax, (x0, 2.98), "$x$  $(B, T, C)$", size=SMALL)
-    text(ax, (x0 - 0.2, 1.2), "residual stream", size=SMALL, rotation=90)
-    text(ax, (x0 + 0.12, 0.1), "to the next block", size=SMALL, ha="left")
-    text(
-        ax,
-        (4.35, 0.6),
-        "The book's model: RMSNorm,\nSwiGLU, RoPE inside attention.\n"
-        "GPT-2: LayerNorm, GELU, and\nlearned positions instead.",
-        size=SMALL,
-        ha="left",
     )
     return fig
 
 
-# -- positions ----------------------------------------------------------------
+# ---------------------------------------------------------------------------
+# broadcast-gradient: (B, C) + (C,), and the (C,) operand's gradient
+
+_Y_BAR = np.array([[1, 2, 0, 1], [0, 1, 1, 2], [2, 0, 1, 1]])  # (B, C)
 
 
-def _learned(ax, x, cell):
-    """GPT-2: the vector of position t is added to the token's vector."""
-    text(ax, (1.45, 2.15), "learned positions (GPT-2)")
-    rows = [
-        (1.62, "tensor", "$E_{i_t}$", "row $i_t$ of", part("wte")),
-        (1.08, "weight", "$P_t$", "row $t$ of", part("wpe")),
-        (0.54, "tensor", "$x_t$", "into the first block", ""),
-    ]
-    for y, kind, name, where, attr in rows:
-        g = grid(ax, (x, y), 1, 6, cell=cell, kind=kind)
-        right = g.x + g.w / 2 + 0.1
-        text(ax, (g.x - g.w / 2 - 0.1, y), name, ha="right")
-        t = text(ax, (right, y), where, size=SMALL, ha="left")
-        if attr:  # the table's name in code, after the words
-            text(
-                ax,
-                (end_of(t) + 0.04, y),
-                attr,
-                size=SMALL,
-                mono=True,
-                ha="left",
-            )
-    text(ax, (x, 1.35), "+")
-    text(ax, (x, 0.81), "=")
-    text(
-        ax,
-        (1.45, 0.16),
-        "one learned vector per position,\nadded once, before the blocks",
-        size=SMALL,
-    )
-
-
-def _pair(ax, x, y, cell, d):
-    """A query of one head, D channels; pair i is (q_i, q_{i + D/2})."""
-    i = 1
-    kinds = [
-        ["accent" if j in (i, i + d // 2) else "tensor" for j in range(d)]
-    ]
-    g = grid(ax, (x, y), 1, d, cell=cell, kinds=kinds)
-    left = g.x - g.w / 2
-    text(ax, (left - 0.1, y), "$q$", ha="right")
-    a = (left + (i + 0.5) * cell, y - cell / 2)
-    b = (left + (i + d // 2 + 0.5) * cell, y - cell / 2)
-    arrow(ax, a, b, style="<|-|>", curve=0.5)
-    text(ax, (g.x, y - 0.42), "pair $i$: $(q_i,\\ q_{i + D/2})$", size=SMALL)
-    text(ax, (g.x, y + 0.22), "one head, $D$ channels", size=SMALL)
-
-
-def _rotation(ax, o, r, start, turn):
-    """The pair as a 2-D vector, turned by the angle m theta_i."""
-    arrow(ax, o, (o[0] + 1.0, o[1]), color=GREY)
-    arrow(ax, o, (o[0], o[1] + 1.15), color=GREY)
-    text(ax, (o[0] + 1.0, o[1] - 0.12), "$q_i$", size=SMALL, ha="right")
-    text(ax, (o[0] + 0.07, o[1] + 1.12), "$q_{i+D/2}$", size=SMALL, ha="left")
-
-    def at(angle, length):
-        return (
-            o[0] + length * math.cos(angle),
-            o[1] + length * math.sin(angle),
-        )
-
-    arrow(ax, o, at(start, r), color=GREY, linewidth=1.4)
-    arrow(ax, o, at(start + turn, r), color=FILL["accent"], linewidth=1.6)
-    x, y = at(start, r)
-    text(ax, (x, y - 0.14), "$m = 0$", size=SMALL)
-    x, y = at(start + turn, r)
-    text(ax, (x + 0.05, y + 0.1), "position $m$", size=SMALL, ha="left")
-    # arc3 bulges by curve * chord / 2: tan(angle / 4) follows the circle
-    arrow(
-        ax,
-        at(start, 0.42),
-        at(start + turn, 0.42),
-        curve=math.tan(turn / 4),
-        label="$m\\theta_i$",
-        side=0.12,
-    )
+def _labelled(ax, xy, values, kind="tensor", cell=0.26):
+    rows = [[f"{x:g}" for x in row] for row in np.atleast_2d(values)]
+    return grid(ax, xy, len(rows), len(rows[0]), cell, kind, labels=rows)
 
 
 @diagram
-def rope():
-    """Learned positions add a vector; RoPE rotates pairs of channels."""
-    fig, ax = canvas(6.0, 2.35)
-    _learned(ax, 0.95, 0.17)
-    arrow(ax, (3.0, 0.1), (3.0, 2.25), style="-", color=GREY, linewidth=0.5)
-    text(ax, (4.5, 2.15), "RoPE (the book's model)")
-    _pair(ax, 3.95, 1.55, 0.17, 8)
-    _rotation(ax, (4.95, 0.35), 0.78, math.radians(15), math.radians(55))
+def broadcast_gradient():
+    """A (B, C) + (C,) add, and b's gradient summed over the B axis."""
+    fig, ax = canvas(6.0, 3.0)
+    n_b, n_c = _Y_BAR.shape
+    cell = 0.26
+    # forward, top row: X (B, C) + b (C,) = Y (B, C)
+    top = 2.2
+    grid(ax, (0.75, top), n_b, n_c, cell)
+    text(ax, (0.75, top + 0.55), "$X$  $(B, C)$")
+    text(ax, (1.43, top), "$+$")
+    bb = grid(ax, (2.1, top + cell), 1, n_c, cell, kind="weight")
+    text(ax, (2.1, top + 0.55), "$b$  $(C,)$")
+    for i in range(1, n_b):  # the copies broadcasting reads, never stores
+        for j in range(n_c):
+            box(
+                ax,
+                (bb.x - bb.w / 2 + (j + 0.5) * cell, top + cell - i * cell),
+                cell,
+                cell,
+                kind="none",
+                linestyle=":",
+            )
+    text(ax, (2.1, top - 0.55), "copied along $B$", size=SMALL, color=GREY)
+    text(ax, (2.78, top), "$=$")
+    grid(ax, (3.45, top), n_b, n_c, cell)
+    text(ax, (3.45, top + 0.55), "$Y$  $(B, C)$")
     text(
         ax,
-        (3.95, 0.6),
-        "every pair of $q$ and $k$,\nin every layer; $q_m \\cdot k_n$\n"
-        "depends on $m - n$ only",
+        (4.1, top),
+        "forward:\n$Y_{ij} = X_{ij} + b_j$",
         size=SMALL,
+        ha="left",
+    )
+    # backward, bottom row: Y-bar, then X-bar = Y-bar and b-bar summed
+    low = 0.75
+    ybar = _labelled(ax, (0.75, low), _Y_BAR)
+    text(ax, (0.75, low + 0.55), "$\\bar Y$  $(B, C)$")
+    bbar = _labelled(ax, (3.45, low), unbroadcast(_Y_BAR, (n_c,)), "accent")
+    text(ax, (3.45, low + 0.36), "$\\bar b$  $(C,)$")
+    arrow(
+        ax,
+        ybar.right,
+        bbar.left,
+        f"{code(unbroadcast)}: sum over $B$",
+        side=0.14,
+    )
+    text(
+        ax,
+        (4.1, low),
+        "backward:\n$\\bar X = \\bar Y$\n$\\bar b_j = \\sum_i \\bar Y_{ij}$",
+        size=SMALL,
+        ha="left",
     )
     return fig

@@ -1,368 +1,354 @@
-"""Chapter 06: concept diagrams."""
+"""Chapter 6: the GPT model."""
 
-import torch
+import functools
+import math
 
-from llmbook.attention import KVCache
-from llmbook.generate import (
-    apply_temperature,
-    sample_next,
-    top_k_filter,
-    top_p_filter,
-)
-from llmbook.model import GPT
+import torch.nn as nn
+from matplotlib.backends.backend_agg import RendererAgg
+
+from llmbook.attention import CausalSelfAttention
+from llmbook.model import GPT, MLP, Block, GPTConfig, RMSNorm
 
 from . import diagram
-from .style import GREY, INK, SMALL, arrow, box, canvas, code, ink, text
+from .style import (
+    FILL,
+    GREY,
+    SMALL,
+    arrow,
+    box,
+    canvas,
+    code,
+    grid,
+    ink,
+    text,
+)
 
-WORDS = ["To", " be", ",", " or", " not"]  # Hamlet, as in chapter 1
+BOOK = GPTConfig.preset("book")
 
 
-def quoted(word):
-    return f"'{word}'"
-
-
-# ---------------------------------------------------------------------------
-# autoregressive
-
-
-def _generation_step(ax, y, n, cell):
-    """One step: n tokens -> GPT -> logits (n, V) -> sample -> a token.
-    Returns the sampled token's box and the logits' centre x."""
-    x0 = 0.78
-    for j in range(n):
-        # the token sampled in the step before is the newest one
-        kind = "accent" if n > 2 and j == n - 1 else "tensor"
-        box(
-            ax,
-            (x0 + (j + 0.5) * cell, y),
-            cell,
-            0.3,
-            quoted(WORDS[j]),
-            kind=kind,
-            size=SMALL,
-        )
-    end = x0 + 4 * cell + 0.12  # every row's arrow starts at one x
-    arrow(ax, (x0 + n * cell, y), (end + 0.12, y))
-    gpt = box(
-        ax,
-        (end + 0.42, y),
-        0.56,
-        0.36,
-        code(GPT),
-        kind="weight",
-        mono=True,
-        size=SMALL,
+@functools.cache
+def _parts():
+    """The attribute names of a GPT's parts and of a block's parts (a
+    GPT-2-style model has them all, `wpe` included)."""
+    model = GPT(GPTConfig.preset("tiny"))
+    block = model.blocks[0]
+    return set(dict(model.named_children())) | set(
+        dict(block.named_children())
     )
-    # logits: one row per position, the last one (the only one used) dark
-    rows, v, c = n, 6, 0.075
-    gx = gpt.right[0] + 0.35 + v * c / 2
-    arrow(ax, gpt.right, (gx - v * c / 2, y))
-    top = y + rows * c / 2
-    for i in range(rows):
-        for j in range(v):
-            box(
-                ax,
-                (gx - v * c / 2 + (j + 0.5) * c, top - (i + 0.5) * c),
-                c,
-                c,
-                kind="accent" if i == rows - 1 else "tensor",
-            )
-    last = top - (rows - 0.5) * c
-    op = box(
-        ax, (gx + 0.85, y), 0.9, 0.36, code(sample_next), mono=True, size=SMALL
-    )
-    arrow(ax, (gx + v * c / 2, last), op.left)
-    out = box(
-        ax,
-        (op.right[0] + 0.42, y),
-        cell,
-        0.3,
-        quoted(WORDS[n]),
-        kind="accent",
-        size=SMALL,
-    )
-    arrow(ax, op.right, out.left)
-    return out, gx
 
 
-@diagram
-def autoregressive():
-    """Each step reads the whole sequence, samples from the last
-    position's logits, and appends the token."""
-    fig, ax = canvas(6.0, 2.6)
-    cell, gap = 0.42, 0.78
-    ys = [2.13 - i * gap for i in range(3)]
-    prev = None
-    for i, y in enumerate(ys):
-        n = 2 + i
-        text(ax, (0.05, y + 0.07), f"step {i + 1}", ha="left")
-        text(
-            ax,
-            (0.05, y - 0.1),
-            f"$T = {n}$",
-            size=SMALL,
-            ha="left",
-            color=GREY,
-        )
-        out, gx = _generation_step(ax, y, n, cell)
-        if prev is not None:  # the sampled token becomes the newest input
-            arrow(
-                ax,
-                prev.bottom,
-                (0.78 + (n - 0.5) * cell, y + 0.15),
-                curve=-0.08,
-                color=GREY,
-            )
-        prev = out
-    text(ax, (gx, ys[0] + 0.36), "logits $(T, V)$", size=SMALL)
-    text(ax, (gx, ys[-1] - 0.36), "last row used", size=SMALL, color=GREY)
-    text(ax, (prev.x, ys[0] + 0.3), "next token", size=SMALL)
+def part(name):
+    """`name` as the package calls that part of the model, so that a
+    renamed attribute breaks the build instead of leaving a stale label."""
+    if name not in _parts():
+        raise ValueError(f"GPT and Block have no part called {name!r}")
+    return name
+
+
+def module(ax, xy, w, h, what, name, kind, **kw):
+    """A part of the model: what it is, and its name in code below."""
+    b = box(ax, xy, w, h, kind=kind, **kw)
+    text(ax, (xy[0], xy[1] + 0.07), what, color=ink(kind))
+    text(
+        ax, (xy[0], xy[1] - 0.09), name, size=SMALL, mono=True, color=ink(kind)
+    )
+    return b
+
+
+def note(ax, xy, name, words):
+    """A side note: a code setting (monospace), then words below it."""
+    text(ax, xy, name, size=SMALL, mono=True, ha="left", va="top")
     text(
         ax,
-        (prev.x - 0.2, ys[-1] - 0.36),
-        "append, repeat",
+        (xy[0], xy[1] - 0.15),
+        words,
         size=SMALL,
-        color=GREY,
+        ha="left",
+        va="top",
     )
-    return fig
 
 
-# ---------------------------------------------------------------------------
-# sampling-steps
-
-# Toy logits over a vocabulary of 8, and settings under which every step
-# changes something: the package's own functions compute each stage.
-LOGITS = torch.tensor([2.4, 2.0, 1.7, 1.2, 0.9, 0.6, 0.4, 0.2])
-TAU, TOP_K, TOP_P = 0.5, 5, 0.9
-
-
-def _bars(ax, x, y, values, scale, kinds, label):
-    """A bar chart from (x, y), its bottom left: one box per value, a
-    hatched stub for a removed (-inf) token."""
-    w = 0.1
-    for j, (v, k) in enumerate(zip(values, kinds)):
-        h = 0.06 if k == "muted" else max(float(v) * scale, 0.02)
-        box(ax, (x + (j + 0.5) * w, y + h / 2), w, h, kind=k)
-    ax.plot([x - 0.03, x + len(values) * w + 0.03], [y, y], color=INK, lw=0.8)
-    text(ax, (x + len(values) * w / 2, y - 0.15), label, size=SMALL)
-    return x + len(values) * w
+def end_of(t):
+    """The x (inches) where the left-aligned text `t` ends. Measured at
+    1000 dpi: at screen resolution hinting narrows the glyphs, and the
+    PDF and SVG have the true widths."""
+    ext = t.get_window_extent(RendererAgg(100, 100, 1000))
+    return t.get_position()[0] + ext.width / 1000
 
 
-def _stage_op(ax, x, y, what, fn, w):
-    """An operation box `w` wide: what it does, the package's function."""
-    box(ax, (x + w / 2, y), w, 0.42)
-    text(ax, (x + w / 2, y + 0.08), what)
-    text(ax, (x + w / 2, y - 0.1), fn, size=SMALL, mono=True)
-    return x + w
+def plus(ax, xy, kind="op"):
+    """The small '+' where a vector is added to the residual stream."""
+    return box(ax, xy, 0.22, 0.22, "+", kind=kind)
 
 
-def _legend(ax, xy, entries):
-    """A one-line legend of (kind, what it means in this figure)."""
+# -- the whole model --------------------------------------------------------
+
+
+def _block_stack(ax, xy, w, h):
+    """n_layer blocks: two shadows behind the front block say 'repeated'."""
     x, y = xy
-    for kind, what, width in entries:
-        box(ax, (x + 0.06, y), 0.12, 0.12, kind=kind)
-        text(ax, (x + 0.18, y), what, size=SMALL, ha="left")
-        x += width
-
-
-def _stages():
-    """Each step's output, computed by the package's own functions, and
-    the token a seeded draw picks."""
-    z = apply_temperature(LOGITS, TAU)
-    after_k = top_k_filter(z, TOP_K)
-    after_p = top_p_filter(after_k, TOP_P)
-    probs = torch.softmax(after_p, dim=-1)
-    seeded = torch.Generator().manual_seed(0)
-    token = int(sample_next(LOGITS[None], TAU, TOP_K, TOP_P, seeded))
-    return z, after_k, after_p, probs, token
-
-
-def _kinds(logits):
-    return ["tensor" if torch.isfinite(v) else "muted" for v in logits]
+    for d in (0.1, 0.05):
+        box(ax, (x + d, y + d), w, h, kind="accent")
+    b = box(ax, xy, w, h, kind="accent")
+    # "n_layer x Block": words in the sans font, the class name in mono
+    top, white = y + 0.08, ink("accent")
+    text(ax, (x, top), "$n_\\mathrm{layer} \\times$", color=white, ha="right")
+    text(ax, (x + 0.05, top), code(Block), color=white, mono=True, ha="left")
+    text(
+        ax,
+        (x, y - 0.12),
+        "attention and MLP, each added to $x$",
+        size=SMALL,
+        color=ink("accent"),
+    )
+    return b
 
 
 @diagram
-def sampling_steps():
-    """Logits to a token: temperature, top-k, top-p, softmax, sample, in
-    the package's order, with the distribution after each step."""
-    z, after_k, after_p, probs, token = _stages()
-    fig, ax = canvas(6.0, 2.5)
-    scale = 0.55 / float(z.max())  # logits: one scale for all charts
-    gap, y1, y0 = 0.14, 1.75, 0.62
-
-    def step(x, y, op, out, label, scale=scale, kinds=None):
-        """An arrow, an operation box, an arrow, the chart it gives (no
-        first arrow at the start of a row: x is None there)."""
-        if x is None:
-            x = 0.2 - gap
-        else:
-            arrow(ax, (x + 0.04, y + 0.2), (x + gap, y + 0.2))
-        x = _stage_op(ax, x + gap, y + 0.2, *op)
-        arrow(ax, (x, y + 0.2), (x + gap - 0.04, y + 0.2))
-        return _bars(ax, x + gap, y, out, scale, kinds or _kinds(out), label)
-
-    x = _bars(ax, 0.3, y1, LOGITS, scale, _kinds(LOGITS), "$z$")
-    tau = f"$\\div\\ \\tau$, $\\tau = {TAU}$"
-    x = step(x, y1, (tau, code(apply_temperature), 1.25), z, "$z / \\tau$")
-    op = (f"top-k, $k = {TOP_K}$", code(top_k_filter), 0.95)
-    x = step(x, y1, op, after_k, "the $k$ largest")
-    # the second row goes on from the first row's last chart
-    arrow(ax, (x - 0.4, y1 - 0.26), (0.62, y0 + 0.42), curve=-0.04)
-    op = (f"top-p, $p = {TOP_P}$", code(top_p_filter), 1.05)
-    x = step(None, y0, op, after_p, "the nucleus")
-    picked = _kinds(after_p)
-    picked[token] = "accent"  # the token this draw picked
-    op = ("softmax", "F.softmax", 0.72)  # as in sample_next
-    x = step(
-        x,
-        y0,
-        op,
-        probs,
-        "probabilities $p$",
-        0.55 / float(probs.max()),
-        picked,
-    )
-    arrow(ax, (x + 0.04, y0 + 0.2), (x + gap, y0 + 0.2))
-    x = _stage_op(ax, x + gap, y0 + 0.2, "sample", "torch.multinomial", 1.25)
-    out = box(
+def gpt_architecture():
+    """Token ids to logits through the parts of `GPT`, with shapes."""
+    fig, ax = canvas(6.0, 3.55)
+    x, w, h = 2.85, 2.1, 0.34
+    ids = box(ax, (x, 3.4), w, 0.26, "token ids  $(B, T)$", kind="tensor")
+    wte = module(ax, (x, 2.96), w, h, "token embedding", part("wte"), "weight")
+    add = plus(ax, (x, 2.44))
+    wpe = module(
         ax,
-        (x - 0.62, 0.16),
-        0.9,
-        0.24,
-        "next token",
-        kind="accent",
-        size=SMALL,
+        (4.75, add.y),
+        1.6,
+        h,
+        "position embedding",
+        part("wpe"),
+        "weight",
+        linestyle="--",
     )
-    arrow(ax, (out.x, y0 - 0.01), out.top)
-    legend = [
-        ("tensor", "kept", 0.7),
-        ("muted", "set to $-\\infty$", 1.05),
-        ("accent", "the token drawn", 1.2),
+    blocks = _block_stack(ax, (x, 1.86), w, 0.5)
+    ln_f = module(ax, (x, 1.18), w, h, "final norm", part("ln_f"), "op")
+    head = module(ax, (x, 0.58), w, h, "LM head", part("lm_head"), "weight")
+    logits = box(ax, (x, 0.18), w, 0.26, "logits  $(B, T, V)$", kind="tensor")
+    # the flow, with the shape of what travels along each arrow (the
+    # residual stream keeps (B, T, C) from the embedding to the head)
+    steps = [
+        (ids.bottom, wte.top, ""),
+        (wte.bottom, add.top, "$(B, T, C)$"),
+        (add.bottom, blocks.top, ""),
+        (blocks.bottom, ln_f.top, "$(B, T, C)$"),
+        (ln_f.bottom, head.top, "$(B, T, C)$"),
+        (head.bottom, logits.top, ""),
     ]
-    _legend(ax, (0.3, 0.16), legend)
+    for start, end, shape in steps:
+        arrow(ax, start, end)
+        if shape:
+            mid = (start[1] + end[1]) / 2
+            text(ax, (x + 0.08, mid), shape, size=SMALL, ha="left")
+    arrow(ax, wpe.left, add.right, "$(T, C)$", side=0.1)
+    note(
+        ax,
+        (blocks.x + blocks.w / 2 + 0.2, wpe.y - 0.3),
+        'positions="learned" only',
+        "(GPT-2). The book's model\nrotates $q$ and $k$ inside\n"
+        "attention instead (RoPE)",
+    )
+    _tie(ax, wte, head)
     return fig
 
 
-# ---------------------------------------------------------------------------
-# kv-cache
-
-KV_CELL = 0.46  # width of one position's cell
-KV_X0 = 1.3  # left edge of position 0
-KV_SLOTS = 7  # slots drawn: five used, two still free
-
-
-def _kv_x(j):
-    return KV_X0 + (j + 0.5) * KV_CELL
-
-
-def _kv_layer(ax, y, name, t):
-    """One layer's cache at step t: K and V of positions 0 .. t-1 read
-    back, the new token's q, k, v computed. Returns the frame."""
-    right = KV_X0 + KV_SLOTS * KV_CELL + 0.12
-    frame = box(
+def _tie(ax, wte, head):
+    """Weight tying: the LM head is the token-embedding matrix."""
+    arrow(
         ax,
-        (right / 2 + 0.03, y),
-        right - 0.06,
-        0.98,
-        kind="none",
-        edgecolor=GREY,
+        wte.left,
+        head.left,
+        curve=0.3,
+        style="<|-|>",
+        color=GREY,
+        linestyle="--",
     )
-    text(ax, (0.15, y + 0.27), name, ha="left")
-    for row, (sym, dy) in enumerate([("q", 0.27), ("k", 0.0), ("v", -0.27)]):
-        text(ax, (KV_X0 - 0.12, y + dy), f"${sym.upper()}$", size=SMALL)
-        for j in range(KV_SLOTS):
-            if row == 0 and j != t:
-                continue  # past queries are used once, never stored
-            xy = (_kv_x(j), y + dy)
-            if j > t:  # room up to block_size, not written yet
-                box(
-                    ax,
-                    xy,
-                    KV_CELL,
-                    0.22,
-                    kind="none",
-                    linestyle=":",
-                    edgecolor=GREY,
-                )
-            else:
-                kind = "accent" if j == t else "tensor"
-                box(
-                    ax,
-                    xy,
-                    KV_CELL,
-                    0.22,
-                    f"${sym}_{j}$",
-                    kind=kind,
-                    size=SMALL,
-                )
-    return frame
+    note(
+        ax,
+        (0.2, (wte.y + head.y) / 2 + 0.15),
+        "tie_weights=True",
+        "the same matrix $E$,\nshape $(V, C)$",
+    )
 
 
-def _kv_legend(ax, y):
-    """What the cells mean: cached, new, free."""
-    entries = [
-        ("tensor", "from earlier steps, read back", 2.35),
-        ("accent", "computed in this step", 1.75),
-        ("none", "free", 0.5),
-    ]
-    x = 0.15
-    for kind, what, width in entries:
-        dotted = ":" if kind == "none" else "-"
-        box(ax, (x + 0.08, y), 0.16, 0.12, kind=kind, linestyle=dotted)
-        text(ax, (x + 0.22, y), what, size=SMALL, ha="left")
-        x += width
+# -- one block ----------------------------------------------------------------
+
+
+def _branch(ax, x0, tap, y, names, line):
+    """One residual branch: from the stream at height `tap` through the
+    norm and the layer (`names`: attribute and class of each), back to a
+    '+' on the stream at height `y`; `line` is the code it runs."""
+    shapes = []
+    for (attr, cls), (x, w, kind) in zip(
+        names, [(2.0, 1.0, "op"), (3.45, 1.5, "weight")]
+    ):
+        shapes.append(box(ax, (x, tap), w, 0.42, kind=kind))
+        text(ax, (x, tap + 0.08), attr, mono=True)
+        text(ax, (x, tap - 0.1), cls, size=SMALL, mono=True)
+    n, f = shapes
+    arrow(ax, (x0, tap), n.left)
+    arrow(ax, n.right, f.left)
+    add = plus(ax, (x0, y))
+    arrow(ax, f.bottom, add.right, "$(B, T, C)$", curve=-0.25, side=-0.12)
+    text(
+        ax, (f.x + f.w / 2 + 0.15, tap), line, size=SMALL, mono=True, ha="left"
+    )
+    return add
+
+
+def _stream(ax, x0, pieces):
+    """The residual stream, thick and in the accent colour, in pieces
+    (the '+' boxes sit in the gaps); the last piece leaves the block."""
+    for i, (y0, y1) in enumerate(pieces):
+        last = i == len(pieces) - 1
+        arrow(
+            ax,
+            (x0, y0),
+            (x0, y1),
+            style="-|>" if last else "-",
+            color=FILL["accent"],
+            linewidth=2.2,
+        )
 
 
 @diagram
-def kv_cache():
-    """The KV cache: every layer keeps the keys and values of past
-    positions; a step computes only the new token's q, k, v."""
-    t = 4  # the new token's position
-    fig, ax = canvas(6.0, 3.3)
-    for j in range(t + 1):  # the tokens: only the newest is fed
-        new = j == t
-        box(
-            ax,
-            (_kv_x(j), 0.25),
-            KV_CELL,
-            0.26,
-            kind="accent" if new else "none",
-            edgecolor=INK if new else GREY,
-        )
-        text(
-            ax,
-            (_kv_x(j), 0.25),
-            quoted(WORDS[j]),
-            size=SMALL,
-            color=ink("accent") if new else GREY,
-        )
-    text(ax, (0.15, 0.25), "tokens", ha="left")
-    low = _kv_layer(ax, 1.12, "layer 1", t)
-    text(ax, (0.5, 1.86), "$\\vdots$")
-    high = _kv_layer(ax, 2.56, "layer $n_\\mathrm{layer}$", t)
-    x = _kv_x(t)
-    arrow(ax, (x, 0.39), (x, low.bottom[1]))
-    arrow(ax, (x, low.top[1]), (x, high.bottom[1]))
-    _kv_legend(ax, 3.17)
-    # what happens in every layer, told once, beside the first
-    nx = KV_X0 + KV_SLOTS * KV_CELL + 0.22
+def transformer_block():
+    """The pre-norm block on the residual stream, as `Block.forward`."""
+    fig, ax = canvas(6.0, 3.1)
+    x0 = 0.75
+    norm = code(RMSNorm) if BOOK.norm == "rmsnorm" else code(nn.LayerNorm)
+    add1 = _branch(
+        ax,
+        x0,
+        2.45,
+        1.78,
+        [(part("ln_1"), norm), (part("attn"), code(CausalSelfAttention))],
+        "x = x + attn(ln_1(x))",
+    )
+    add2 = _branch(
+        ax,
+        x0,
+        1.2,
+        0.53,
+        [(part("ln_2"), norm), (part("mlp"), code(MLP))],
+        "x = x + mlp(ln_2(x))",
+    )
+    r = 0.11  # half the size of a '+'
+    _stream(
+        ax,
+        x0,
+        [(2.86, add1.y + r), (add1.y - r, add2.y + r), (add2.y - r, 0.06)],
+    )
+    text(ax, (x0, 2.98), "$x$  $(B, T, C)$", size=SMALL)
+    text(ax, (x0 - 0.2, 1.2), "residual stream", size=SMALL, rotation=90)
+    text(ax, (x0 + 0.12, 0.1), "to the next block", size=SMALL, ha="left")
     text(
         ax,
-        (nx, 1.39),
-        "$q_4$ attends over\n$k_0 \\ldots k_4$, $v_0 \\ldots v_4$",
+        (4.35, 0.6),
+        "The book's model: RMSNorm,\nSwiGLU, RoPE inside attention.\n"
+        "GPT-2: LayerNorm, GELU, and\nlearned positions instead.",
         size=SMALL,
         ha="left",
     )
-    text(ax, (nx, 0.96), "$k_4, v_4$ written at", size=SMALL, ha="left")
-    text(
-        ax, (nx, 0.8), code(KVCache) + ".pos", size=SMALL, mono=True, ha="left"
-    )
+    return fig
+
+
+# -- positions ----------------------------------------------------------------
+
+
+def _learned(ax, x, cell):
+    """GPT-2: the vector of position t is added to the token's vector."""
+    text(ax, (1.45, 2.15), "learned positions (GPT-2)")
+    rows = [
+        (1.62, "tensor", "$E_{i_t}$", "row $i_t$ of", part("wte")),
+        (1.08, "weight", "$P_t$", "row $t$ of", part("wpe")),
+        (0.54, "tensor", "$x_t$", "into the first block", ""),
+    ]
+    for y, kind, name, where, attr in rows:
+        g = grid(ax, (x, y), 1, 6, cell=cell, kind=kind)
+        right = g.x + g.w / 2 + 0.1
+        text(ax, (g.x - g.w / 2 - 0.1, y), name, ha="right")
+        t = text(ax, (right, y), where, size=SMALL, ha="left")
+        if attr:  # the table's name in code, after the words
+            text(
+                ax,
+                (end_of(t) + 0.04, y),
+                attr,
+                size=SMALL,
+                mono=True,
+                ha="left",
+            )
+    text(ax, (x, 1.35), "+")
+    text(ax, (x, 0.81), "=")
     text(
         ax,
-        (x + 0.36, 0.25),
-        "only the newest token is fed",
+        (1.45, 0.16),
+        "one learned vector per position,\nadded once, before the blocks",
         size=SMALL,
-        ha="left",
-        color=GREY,
+    )
+
+
+def _pair(ax, x, y, cell, d):
+    """A query of one head, D channels; pair i is (q_i, q_{i + D/2})."""
+    i = 1
+    kinds = [
+        ["accent" if j in (i, i + d // 2) else "tensor" for j in range(d)]
+    ]
+    g = grid(ax, (x, y), 1, d, cell=cell, kinds=kinds)
+    left = g.x - g.w / 2
+    text(ax, (left - 0.1, y), "$q$", ha="right")
+    a = (left + (i + 0.5) * cell, y - cell / 2)
+    b = (left + (i + d // 2 + 0.5) * cell, y - cell / 2)
+    arrow(ax, a, b, style="<|-|>", curve=0.5)
+    text(ax, (g.x, y - 0.42), "pair $i$: $(q_i,\\ q_{i + D/2})$", size=SMALL)
+    text(ax, (g.x, y + 0.22), "one head, $D$ channels", size=SMALL)
+
+
+def _rotation(ax, o, r, start, turn):
+    """The pair as a 2-D vector, turned by the angle m theta_i."""
+    arrow(ax, o, (o[0] + 1.0, o[1]), color=GREY)
+    arrow(ax, o, (o[0], o[1] + 1.15), color=GREY)
+    text(ax, (o[0] + 1.0, o[1] - 0.12), "$q_i$", size=SMALL, ha="right")
+    text(ax, (o[0] + 0.07, o[1] + 1.12), "$q_{i+D/2}$", size=SMALL, ha="left")
+
+    def at(angle, length):
+        return (
+            o[0] + length * math.cos(angle),
+            o[1] + length * math.sin(angle),
+        )
+
+    arrow(ax, o, at(start, r), color=GREY, linewidth=1.4)
+    arrow(ax, o, at(start + turn, r), color=FILL["accent"], linewidth=1.6)
+    x, y = at(start, r)
+    text(ax, (x, y - 0.14), "$m = 0$", size=SMALL)
+    x, y = at(start + turn, r)
+    text(ax, (x + 0.05, y + 0.1), "position $m$", size=SMALL, ha="left")
+    # arc3 bulges by curve * chord / 2: tan(angle / 4) follows the circle
+    arrow(
+        ax,
+        at(start, 0.42),
+        at(start + turn, 0.42),
+        curve=math.tan(turn / 4),
+        label="$m\\theta_i$",
+        side=0.12,
+    )
+
+
+@diagram
+def rope():
+    """Learned positions add a vector; RoPE rotates pairs of channels."""
+    fig, ax = canvas(6.0, 2.35)
+    _learned(ax, 0.95, 0.17)
+    arrow(ax, (3.0, 0.1), (3.0, 2.25), style="-", color=GREY, linewidth=0.5)
+    text(ax, (4.5, 2.15), "RoPE (the book's model)")
+    _pair(ax, 3.95, 1.55, 0.17, 8)
+    _rotation(ax, (4.95, 0.35), 0.78, math.radians(15), math.radians(55))
+    text(
+        ax,
+        (3.95, 0.6),
+        "every pair of $q$ and $k$,\nin every layer; $q_m \\cdot k_n$\n"
+        "depends on $m - n$ only",
+        size=SMALL,
     )
     return fig

@@ -1,145 +1,368 @@
-"""Chapter 08: concept diagrams."""
+"""Chapter 8: concept diagrams."""
 
-from llmbook.finetune import PLAY_TITLES, Classifier
-from llmbook.model import GPTConfig
+import torch
+
+from llmbook.attention import KVCache
+from llmbook.generate import (
+    apply_temperature,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
+from llmbook.model import GPT
 
 from . import diagram
-from .style import GREY, SMALL, arrow, box, canvas, code, grid, key, text
+from .style import GREY, INK, SMALL, arrow, box, canvas, code, ink, text
 
-# A toy batch: two passages, padded on the right to the longer one.
-LENGTHS = (4, 6)
-T = max(LENGTHS)
-CELL = 0.17
+WORDS = ["To", " be", ",", " or", " not"]  # Hamlet, as in chapter 1
 
 
-def _row_kinds(real, last):
-    """Cell kinds of a padded batch: real tokens, the last real one (if
-    `last`), padding."""
-    rows = []
-    for n in LENGTHS:
-        rows.append(
-            [
-                "muted"
-                if t >= n
-                else ("accent" if last and t == n - 1 else real)
-                for t in range(T)
-            ]
+def quoted(word):
+    return f"'{word}'"
+
+
+# ---------------------------------------------------------------------------
+# autoregressive
+
+
+def _generation_step(ax, y, n, cell):
+    """One step: n tokens -> GPT -> logits (n, V) -> sample -> a token.
+    Returns the sampled token's box and the logits' centre x."""
+    x0 = 0.78
+    for j in range(n):
+        # the token sampled in the step before is the newest one
+        kind = "accent" if n > 2 and j == n - 1 else "tensor"
+        box(
+            ax,
+            (x0 + (j + 0.5) * cell, y),
+            cell,
+            0.3,
+            quoted(WORDS[j]),
+            kind=kind,
+            size=SMALL,
         )
-    return rows
-
-
-def _tensor(ax, xy, name, last=False, kind="tensor"):
-    """A (B, T) grid of the toy batch, with its name above."""
-    b = grid(ax, xy, len(LENGTHS), T, CELL, kinds=_row_kinds(kind, last))
-    text(ax, (xy[0], xy[1] + b.h / 2 + 0.15), name)
-    return b
+    end = x0 + 4 * cell + 0.12  # every row's arrow starts at one x
+    arrow(ax, (x0 + n * cell, y), (end + 0.12, y))
+    gpt = box(
+        ax,
+        (end + 0.42, y),
+        0.56,
+        0.36,
+        code(GPT),
+        kind="weight",
+        mono=True,
+        size=SMALL,
+    )
+    # logits: one row per position, the last one (the only one used) dark
+    rows, v, c = n, 6, 0.075
+    gx = gpt.right[0] + 0.35 + v * c / 2
+    arrow(ax, gpt.right, (gx - v * c / 2, y))
+    top = y + rows * c / 2
+    for i in range(rows):
+        for j in range(v):
+            box(
+                ax,
+                (gx - v * c / 2 + (j + 0.5) * c, top - (i + 0.5) * c),
+                c,
+                c,
+                kind="accent" if i == rows - 1 else "tensor",
+            )
+    last = top - (rows - 0.5) * c
+    op = box(
+        ax, (gx + 0.85, y), 0.9, 0.36, code(sample_next), mono=True, size=SMALL
+    )
+    arrow(ax, (gx + v * c / 2, last), op.left)
+    out = box(
+        ax,
+        (op.right[0] + 0.42, y),
+        cell,
+        0.3,
+        quoted(WORDS[n]),
+        kind="accent",
+        size=SMALL,
+    )
+    arrow(ax, op.right, out.left)
+    return out, gx
 
 
 @diagram
-def classification_head():
-    """The classifier: the GPT body as it was, a new head on the last
-    real token's hidden state instead of the LM head."""
-    fig, ax = canvas(6.0, 2.75)
-    top, low = 2.0, 0.85
-    ids = _tensor(ax, (0.65, top), "ids $(B, T)$")
-    body = box(ax, (1.96, top), 1.18, 0.72, kind="weight")
-    text(ax, (1.96, top + 0.13), "GPT body")
-    text(ax, (1.96, top - 0.15), "wte, blocks, ln_f", size=SMALL, mono=True)
-    h = _tensor(ax, (3.25, top), "$h$  $(B, T, C)$", last=True)
-    arrow(ax, ids.right, body.left)
-    arrow(ax, body.right, h.left)
-    _unused_lm_head(ax, (4.95, top), h)
-    # Each row's last real position: `last` in Classifier.forward.
-    pooled = grid(ax, (3.25, low), len(LENGTHS), 4, CELL, kind="accent")
-    text(ax, (3.25 - pooled.w / 2 - 0.1, low), "$(B, C)$", ha="right")
-    arrow(
-        ax,
-        h.bottom,
-        pooled.top,
-        "h[arange(B), last]",
-        side=0.08,
-        mono=True,
-        ha="left",
-    )
+def autoregressive():
+    """Each step reads the whole sequence, samples from the last
+    position's logits, and appends the token."""
+    fig, ax = canvas(6.0, 2.6)
+    cell, gap = 0.42, 0.78
+    ys = [2.13 - i * gap for i in range(3)]
+    prev = None
+    for i, y in enumerate(ys):
+        n = 2 + i
+        text(ax, (0.05, y + 0.07), f"step {i + 1}", ha="left")
+        text(
+            ax,
+            (0.05, y - 0.1),
+            f"$T = {n}$",
+            size=SMALL,
+            ha="left",
+            color=GREY,
+        )
+        out, gx = _generation_step(ax, y, n, cell)
+        if prev is not None:  # the sampled token becomes the newest input
+            arrow(
+                ax,
+                prev.bottom,
+                (0.78 + (n - 0.5) * cell, y + 0.15),
+                curve=-0.08,
+                color=GREY,
+            )
+        prev = out
+    text(ax, (gx, ys[0] + 0.36), "logits $(T, V)$", size=SMALL)
+    text(ax, (gx, ys[-1] - 0.36), "last row used", size=SMALL, color=GREY)
+    text(ax, (prev.x, ys[0] + 0.3), "next token", size=SMALL)
     text(
         ax,
-        (0.12, low + 0.05),
-        "last[b]: the last position\nwhere attention_mask[b] is True",
+        (prev.x - 0.2, ys[-1] - 0.36),
+        "append, repeat",
         size=SMALL,
-        mono=True,
-        ha="left",
+        color=GREY,
     )
-    head = box(ax, (4.45, low), 1.06, 0.5, kind="weight")
-    text(
-        ax,
-        (4.45, low + 0.09),
-        f"{code(Classifier)}.head",
-        size=SMALL,
-        mono=True,
-    )
-    text(ax, (4.45, low - 0.11), "$(K, C)$", size=SMALL)
-    k = len(PLAY_TITLES)  # one class per play
-    logits = grid(ax, (5.48, low), len(LENGTHS), k, 0.1)
-    text(ax, (5.48, low + logits.h / 2 + 0.13), "logits $(B, K)$")
-    arrow(ax, pooled.right, head.left)
-    arrow(ax, head.right, logits.left)
-    key(ax, (0.12, 0.2), ["weight", "accent", "muted"])
     return fig
 
 
-def _unused_lm_head(ax, xy, h):
-    """The pretrained LM head: still in the model, but nothing reads it."""
-    lm = box(ax, xy, 0.6, 0.34, kind="muted", linestyle="--")
-    text(ax, (xy[0], xy[1] + 0.3), "lm_head", size=SMALL, mono=True)
-    text(ax, (xy[0], xy[1] - 0.3), "$(V, C)$: not applied", size=SMALL)
-    arrow(ax, h.right, lm.left, color=GREY, linestyle="--")
+# ---------------------------------------------------------------------------
+# sampling-steps
+
+# Toy logits over a vocabulary of 8, and settings under which every step
+# changes something: the package's own functions compute each stage.
+LOGITS = torch.tensor([2.4, 2.0, 1.7, 1.2, 0.9, 0.6, 0.4, 0.2])
+TAU, TOP_K, TOP_P = 0.5, 5, 0.9
 
 
-def _stack(ax, x, kinds, adapters=False):
-    """One classifier drawn as its layers, bottom to top: the embedding,
-    the blocks, the final norm, the head; `kinds` gives each one's kind."""
-    names = ["wte"] + [f"block {i}" for i in range(len(kinds) - 3)]
-    names += ["ln_f", "head"]
-    y = 0.62
-    for name, kind in zip(names, kinds):
-        box(ax, (x, y), 0.78, 0.2, name, kind=kind, size=SMALL, mono=True)
-        if adapters and name.startswith("block"):
-            # LoRA's two thin matrices beside the frozen projections
-            box(ax, (x + 0.47, y), 0.1, 0.2, kind="accent")
-        y += 0.27
-    return y
+def _bars(ax, x, y, values, scale, kinds, label):
+    """A bar chart from (x, y), its bottom left: one box per value, a
+    hatched stub for a removed (-inf) token."""
+    w = 0.1
+    for j, (v, k) in enumerate(zip(values, kinds)):
+        h = 0.06 if k == "muted" else max(float(v) * scale, 0.02)
+        box(ax, (x + (j + 0.5) * w, y + h / 2), w, h, kind=k)
+    ax.plot([x - 0.03, x + len(values) * w + 0.03], [y, y], color=INK, lw=0.8)
+    text(ax, (x + len(values) * w / 2, y - 0.15), label, size=SMALL)
+    return x + len(values) * w
+
+
+def _stage_op(ax, x, y, what, fn, w):
+    """An operation box `w` wide: what it does, the package's function."""
+    box(ax, (x + w / 2, y), w, 0.42)
+    text(ax, (x + w / 2, y + 0.08), what)
+    text(ax, (x + w / 2, y - 0.1), fn, size=SMALL, mono=True)
+    return x + w
+
+
+def _legend(ax, xy, entries):
+    """A one-line legend of (kind, what it means in this figure)."""
+    x, y = xy
+    for kind, what, width in entries:
+        box(ax, (x + 0.06, y), 0.12, 0.12, kind=kind)
+        text(ax, (x + 0.18, y), what, size=SMALL, ha="left")
+        x += width
+
+
+def _stages():
+    """Each step's output, computed by the package's own functions, and
+    the token a seeded draw picks."""
+    z = apply_temperature(LOGITS, TAU)
+    after_k = top_k_filter(z, TOP_K)
+    after_p = top_p_filter(after_k, TOP_P)
+    probs = torch.softmax(after_p, dim=-1)
+    seeded = torch.Generator().manual_seed(0)
+    token = int(sample_next(LOGITS[None], TAU, TOP_K, TOP_P, seeded))
+    return z, after_k, after_p, probs, token
+
+
+def _kinds(logits):
+    return ["tensor" if torch.isfinite(v) else "muted" for v in logits]
 
 
 @diagram
-def finetune_variants():
-    """Which parameters train in each of the chapter's five classifiers."""
-    n_layer = GPTConfig.preset("book").n_layer
-    layers = n_layer + 3  # wte, the blocks, ln_f, head
-    frozen, trains = "weight", "accent"
-    columns = [
-        ("(a) random,\nall layers", [trains] * layers, False),
-        ("(b) head only", [frozen] * (layers - 1) + [trains], False),
-        (
-            "(c) last block\n+ head",
-            [frozen] * (layers - 3) + [trains] * 3,
-            False,
-        ),
-        ("(d) all layers", [trains] * layers, False),
-        ("(e) LoRA + head", [frozen] * (layers - 1) + [trains], True),
+def sampling_steps():
+    """Logits to a token: temperature, top-k, top-p, softmax, sample, in
+    the package's order, with the distribution after each step."""
+    z, after_k, after_p, probs, token = _stages()
+    fig, ax = canvas(6.0, 2.5)
+    scale = 0.55 / float(z.max())  # logits: one scale for all charts
+    gap, y1, y0 = 0.14, 1.75, 0.62
+
+    def step(x, y, op, out, label, scale=scale, kinds=None):
+        """An arrow, an operation box, an arrow, the chart it gives (no
+        first arrow at the start of a row: x is None there)."""
+        if x is None:
+            x = 0.2 - gap
+        else:
+            arrow(ax, (x + 0.04, y + 0.2), (x + gap, y + 0.2))
+        x = _stage_op(ax, x + gap, y + 0.2, *op)
+        arrow(ax, (x, y + 0.2), (x + gap - 0.04, y + 0.2))
+        return _bars(ax, x + gap, y, out, scale, kinds or _kinds(out), label)
+
+    x = _bars(ax, 0.3, y1, LOGITS, scale, _kinds(LOGITS), "$z$")
+    tau = f"$\\div\\ \\tau$, $\\tau = {TAU}$"
+    x = step(x, y1, (tau, code(apply_temperature), 1.25), z, "$z / \\tau$")
+    op = (f"top-k, $k = {TOP_K}$", code(top_k_filter), 0.95)
+    x = step(x, y1, op, after_k, "the $k$ largest")
+    # the second row goes on from the first row's last chart
+    arrow(ax, (x - 0.4, y1 - 0.26), (0.62, y0 + 0.42), curve=-0.04)
+    op = (f"top-p, $p = {TOP_P}$", code(top_p_filter), 1.05)
+    x = step(None, y0, op, after_p, "the nucleus")
+    picked = _kinds(after_p)
+    picked[token] = "accent"  # the token this draw picked
+    op = ("softmax", "F.softmax", 0.72)  # as in sample_next
+    x = step(
+        x,
+        y0,
+        op,
+        probs,
+        "probabilities $p$",
+        0.55 / float(probs.max()),
+        picked,
+    )
+    arrow(ax, (x + 0.04, y0 + 0.2), (x + gap, y0 + 0.2))
+    x = _stage_op(ax, x + gap, y0 + 0.2, "sample", "torch.multinomial", 1.25)
+    out = box(
+        ax,
+        (x - 0.62, 0.16),
+        0.9,
+        0.24,
+        "next token",
+        kind="accent",
+        size=SMALL,
+    )
+    arrow(ax, (out.x, y0 - 0.01), out.top)
+    legend = [
+        ("tensor", "kept", 0.7),
+        ("muted", "set to $-\\infty$", 1.05),
+        ("accent", "the token drawn", 1.2),
     ]
-    fig, ax = canvas(6.0, 2.95)
-    for i, (title, kinds, adapters) in enumerate(columns):
-        x = 0.5 + i * 1.18
-        top = _stack(ax, x, kinds, adapters)
-        text(ax, (x, top + 0.12), title, size=SMALL, va="bottom")
-    text(ax, (0.5, 0.3), "random weights", size=SMALL, color=GREY)
-    for i in range(1, 5):
-        text(ax, (0.5 + i * 1.18, 0.3), "pretrained", size=SMALL, color=GREY)
-    for i, (kind, what) in enumerate(
-        [(trains, "trains"), (frozen, "frozen (pretrained)")]
-    ):
-        box(ax, (1.5 + i * 0.9, 0.08), 0.18, 0.12, kind=kind)
-        text(ax, (1.62 + i * 0.9, 0.08), what, size=SMALL, ha="left")
-    box(ax, (3.95, 0.08), 0.07, 0.12, kind=trains)
-    text(ax, (4.03, 0.08), "LoRA's $A$, $B$", size=SMALL, ha="left")
+    _legend(ax, (0.3, 0.16), legend)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# kv-cache
+
+KV_CELL = 0.46  # width of one position's cell
+KV_X0 = 1.3  # left edge of position 0
+KV_SLOTS = 7  # slots drawn: five used, two still free
+
+
+def _kv_x(j):
+    return KV_X0 + (j + 0.5) * KV_CELL
+
+
+def _kv_layer(ax, y, name, t):
+    """One layer's cache at step t: K and V of positions 0 .. t-1 read
+    back, the new token's q, k, v computed. Returns the frame."""
+    right = KV_X0 + KV_SLOTS * KV_CELL + 0.12
+    frame = box(
+        ax,
+        (right / 2 + 0.03, y),
+        right - 0.06,
+        0.98,
+        kind="none",
+        edgecolor=GREY,
+    )
+    text(ax, (0.15, y + 0.27), name, ha="left")
+    for row, (sym, dy) in enumerate([("q", 0.27), ("k", 0.0), ("v", -0.27)]):
+        text(ax, (KV_X0 - 0.12, y + dy), f"${sym.upper()}$", size=SMALL)
+        for j in range(KV_SLOTS):
+            if row == 0 and j != t:
+                continue  # past queries are used once, never stored
+            xy = (_kv_x(j), y + dy)
+            if j > t:  # room up to block_size, not written yet
+                box(
+                    ax,
+                    xy,
+                    KV_CELL,
+                    0.22,
+                    kind="none",
+                    linestyle=":",
+                    edgecolor=GREY,
+                )
+            else:
+                kind = "accent" if j == t else "tensor"
+                box(
+                    ax,
+                    xy,
+                    KV_CELL,
+                    0.22,
+                    f"${sym}_{j}$",
+                    kind=kind,
+                    size=SMALL,
+                )
+    return frame
+
+
+def _kv_legend(ax, y):
+    """What the cells mean: cached, new, free."""
+    entries = [
+        ("tensor", "from earlier steps, read back", 2.35),
+        ("accent", "computed in this step", 1.75),
+        ("none", "free", 0.5),
+    ]
+    x = 0.15
+    for kind, what, width in entries:
+        dotted = ":" if kind == "none" else "-"
+        box(ax, (x + 0.08, y), 0.16, 0.12, kind=kind, linestyle=dotted)
+        text(ax, (x + 0.22, y), what, size=SMALL, ha="left")
+        x += width
+
+
+@diagram
+def kv_cache():
+    """The KV cache: every layer keeps the keys and values of past
+    positions; a step computes only the new token's q, k, v."""
+    t = 4  # the new token's position
+    fig, ax = canvas(6.0, 3.3)
+    for j in range(t + 1):  # the tokens: only the newest is fed
+        new = j == t
+        box(
+            ax,
+            (_kv_x(j), 0.25),
+            KV_CELL,
+            0.26,
+            kind="accent" if new else "none",
+            edgecolor=INK if new else GREY,
+        )
+        text(
+            ax,
+            (_kv_x(j), 0.25),
+            quoted(WORDS[j]),
+            size=SMALL,
+            color=ink("accent") if new else GREY,
+        )
+    text(ax, (0.15, 0.25), "tokens", ha="left")
+    low = _kv_layer(ax, 1.12, "layer 1", t)
+    text(ax, (0.5, 1.86), "$\\vdots$")
+    high = _kv_layer(ax, 2.56, "layer $n_\\mathrm{layer}$", t)
+    x = _kv_x(t)
+    arrow(ax, (x, 0.39), (x, low.bottom[1]))
+    arrow(ax, (x, low.top[1]), (x, high.bottom[1]))
+    _kv_legend(ax, 3.17)
+    # what happens in every layer, told once, beside the first
+    nx = KV_X0 + KV_SLOTS * KV_CELL + 0.22
+    text(
+        ax,
+        (nx, 1.39),
+        "$q_4$ attends over\n$k_0 \\ldots k_4$, $v_0 \\ldots v_4$",
+        size=SMALL,
+        ha="left",
+    )
+    text(ax, (nx, 0.96), "$k_4, v_4$ written at", size=SMALL, ha="left")
+    text(
+        ax, (nx, 0.8), code(KVCache) + ".pos", size=SMALL, mono=True, ha="left"
+    )
+    text(
+        ax,
+        (x + 0.36, 0.25),
+        "only the newest token is fed",
+        size=SMALL,
+        ha="left",
+        color=GREY,
+    )
     return fig

@@ -1,212 +1,145 @@
 """Chapter 10: concept diagrams."""
 
-from llmbook.generate import StaticCacheEngine, TextStream
-from llmbook.serve.batcher import Batcher
+from llmbook.finetune import PLAY_TITLES, Classifier
+from llmbook.model import GPTConfig
 
 from . import diagram
-from .style import GREY, SMALL, arrow, box, canvas, code, grid, text
+from .style import GREY, SMALL, arrow, box, canvas, code, grid, key, text
 
-UP, DOWN = 2.05, 1.05  # the request's lane and the answer's lane
-
-
-def _client(ax):
-    """Who sends the request: OpenAI's client or the chat page."""
-    y = (UP + DOWN) / 2
-    c = box(ax, (0.42, y), 0.72, UP - DOWN + 0.7)
-    text(ax, (0.42, y + 0.3), "client")
-    text(ax, (0.42, y), "openai", size=SMALL, mono=True)
-    text(ax, (0.42, y - 0.2), "or the chat\npage at /", size=SMALL, va="top")
-    return c
+# A toy batch: two passages, padded on the right to the longer one.
+LENGTHS = (4, 6)
+T = max(LENGTHS)
+CELL = 0.17
 
 
-def _app(ax, x):
-    """The FastAPI app on the event loop: in, and back out."""
-    text(
-        ax, (x, UP + 0.55), "FastAPI app (event loop)", size=SMALL, color=GREY
+def _row_kinds(real, last):
+    """Cell kinds of a padded batch: real tokens, the last real one (if
+    `last`), padding."""
+    rows = []
+    for n in LENGTHS:
+        rows.append(
+            [
+                "muted"
+                if t >= n
+                else ("accent" if last and t == n - 1 else real)
+                for t in range(T)
+            ]
+        )
+    return rows
+
+
+def _tensor(ax, xy, name, last=False, kind="tensor"):
+    """A (B, T) grid of the toy batch, with its name above."""
+    b = grid(ax, xy, len(LENGTHS), T, CELL, kinds=_row_kinds(kind, last))
+    text(ax, (xy[0], xy[1] + b.h / 2 + 0.15), name)
+    return b
+
+
+@diagram
+def classification_head():
+    """The classifier: the GPT body as it was, a new head on the last
+    real token's hidden state instead of the LM head."""
+    fig, ax = canvas(6.0, 2.75)
+    top, low = 2.0, 0.85
+    ids = _tensor(ax, (0.65, top), "ids $(B, T)$")
+    body = box(ax, (1.96, top), 1.18, 0.72, kind="weight")
+    text(ax, (1.96, top + 0.13), "GPT body")
+    text(ax, (1.96, top - 0.15), "wte, blocks, ln_f", size=SMALL, mono=True)
+    h = _tensor(ax, (3.25, top), "$h$  $(B, T, C)$", last=True)
+    arrow(ax, ids.right, body.left)
+    arrow(ax, body.right, h.left)
+    _unused_lm_head(ax, (4.95, top), h)
+    # Each row's last real position: `last` in Classifier.forward.
+    pooled = grid(ax, (3.25, low), len(LENGTHS), 4, CELL, kind="accent")
+    text(ax, (3.25 - pooled.w / 2 - 0.1, low), "$(B, C)$", ha="right")
+    arrow(
+        ax,
+        h.bottom,
+        pooled.top,
+        "h[arange(B), last]",
+        side=0.08,
+        mono=True,
+        ha="left",
     )
-    inbound = box(ax, (x, UP), 1.45, 0.74)
-    text(ax, (x, UP + 0.2), "POST /v1/completions", size=SMALL, mono=True)
-    text(ax, (x, UP + 0.02), "/v1/chat/completions", size=SMALL, mono=True)
-    text(ax, (x, UP - 0.2), "check the body, encode", size=SMALL)
-    text(ax, (x, UP - 0.5), "400: bad input, 503: queue full", size=SMALL)
-    outbound = box(ax, (x, DOWN), 1.45, 0.56)
-    text(ax, (x, DOWN + 0.11), f"{code(TextStream)}:", size=SMALL, mono=True)
-    text(ax, (x, DOWN - 0.11), "tokens to pieces of text", size=SMALL)
     text(
         ax,
-        (x, DOWN - 0.45),
-        "data: {...} ... data: [DONE]",
+        (0.12, low + 0.05),
+        "last[b]: the last position\nwhere attention_mask[b] is True",
+        size=SMALL,
+        mono=True,
+        ha="left",
+    )
+    head = box(ax, (4.45, low), 1.06, 0.5, kind="weight")
+    text(
+        ax,
+        (4.45, low + 0.09),
+        f"{code(Classifier)}.head",
         size=SMALL,
         mono=True,
     )
-    return inbound, outbound
-
-
-def _batcher(ax, x):
-    """The batcher's loop, on the thread that owns the model."""
-    text(
-        ax,
-        (x, UP + 0.55),
-        f"{code(Batcher)} thread (owns the model)",
-        size=SMALL,
-        color=GREY,
-    )
-    steps = [  # (what, the package's name for it)
-        ("1 admit:", "prefill_row"),
-        ("2 pick a token per row", ""),
-        ("3 hand out:", "on_token"),
-        ("4 decode:", "decode_rows"),
-    ]
-    boxes = []
-    for i, (what, name) in enumerate(steps):
-        y = UP - i * (UP - DOWN) / 2  # step 3 on the answer's lane
-        boxes.append(box(ax, (x, y), 1.5, 0.36))
-        text(ax, (x - 0.68, y), what, size=SMALL, ha="left")
-        text(ax, (x + 0.68, y), name, size=SMALL, ha="right", mono=True)
-    for a, b in zip(boxes, boxes[1:]):
-        arrow(ax, a.bottom, b.top)
-    # The loop: after the step, the next iteration admits again.
-    arrow(ax, boxes[3].right, boxes[0].right, curve=0.35)
-    text(
-        ax,
-        (x - 0.12, boxes[3].bottom[1] - 0.14),
-        f"{code(StaticCacheEngine)}: every row, busy or not",
-        size=SMALL,
-    )
-    return boxes
-
-
-@diagram
-def serving_flow():
-    """A request's path: client, HTTP app, waiting queue, the batcher's
-    loop, and its tokens streamed back as text."""
-    fig, ax = canvas(6.0, 2.72)
-    client = _client(ax)
-    inbound, outbound = _app(ax, 1.9)
-    steps = _batcher(ax, 4.85)
-    # The queue of requests that wait for a free row; ours is the last.
-    queue = grid(
-        ax, (3.35, UP), 1, 3, 0.18, kinds=[["tensor", "tensor", "accent"]]
-    )
-    text(ax, (3.35, UP + 0.22), "waiting", size=SMALL, mono=True)
-    arrow(ax, (client.right[0], UP), inbound.left, "JSON", side=0.1)
-    arrow(ax, inbound.right, queue.left, "submit", side=0.1, mono=True)
-    arrow(ax, queue.right, steps[0].left)
-    arrow(
-        ax, steps[2].left, outbound.right, "its tokens, as they come", side=0.1
-    )
-    arrow(ax, outbound.left, (client.right[0], DOWN), "SSE", side=0.1)
+    text(ax, (4.45, low - 0.11), "$(K, C)$", size=SMALL)
+    k = len(PLAY_TITLES)  # one class per play
+    logits = grid(ax, (5.48, low), len(LENGTHS), k, 0.1)
+    text(ax, (5.48, low + logits.h / 2 + 0.13), "logits $(B, K)$")
+    arrow(ax, pooled.right, head.left)
+    arrow(ax, head.right, logits.left)
+    key(ax, (0.12, 0.2), ["weight", "accent", "muted"])
     return fig
 
 
-# Eight requests, all waiting at step 0, and how many tokens each wants;
-# four rows. Toy numbers.
-WANTS = {"A": 3, "B": 7, "C": 4, "D": 5, "E": 2, "F": 6, "G": 3, "H": 4}
-ROWS = 4
-STEP = 0.35  # inches per decoding step
-RH = 0.2  # inches per row
+def _unused_lm_head(ax, xy, h):
+    """The pretrained LM head: still in the model, but nothing reads it."""
+    lm = box(ax, xy, 0.6, 0.34, kind="muted", linestyle="--")
+    text(ax, (xy[0], xy[1] + 0.3), "lm_head", size=SMALL, mono=True)
+    text(ax, (xy[0], xy[1] - 0.3), "$(V, C)$: not applied", size=SMALL)
+    arrow(ax, h.right, lm.left, color=GREY, linestyle="--")
 
 
-def _static():
-    """Static batching: ROWS requests start together, and the next ones
-    start when the longest of them is done. -> {name: (row, start)}."""
-    out, t, names = {}, 0, list(WANTS)
-    for i in range(0, len(names), ROWS):
-        batch = names[i : i + ROWS]
-        for row, name in enumerate(batch):
-            out[name] = (row, t)
-        t += max(WANTS[n] for n in batch)
-    return out
-
-
-def _continuous():
-    """Batcher's loop: at every step, free rows (in order) take waiting
-    requests; a request that got its last token frees its row for the
-    next step. -> {name: (row, start)}."""
-    out, free_at, waiting = {}, [0] * ROWS, list(WANTS)
-    t = 0
-    while waiting:
-        for row in range(ROWS):
-            if free_at[row] <= t and waiting:
-                name = waiting.pop(0)
-                out[name] = (row, t)
-                free_at[row] = t + WANTS[name]
-        t += 1
-    return out
-
-
-def _timeline(ax, x0, top, placed, name, accent):
-    """Rows as lanes, steps to the right: each request a bar; idle rows
-    (computed, not used) muted."""
-    end = max(s + WANTS[n] for n, (_, s) in placed.items())
-    text(ax, (x0, top + 0.16), name, ha="left")
-    for row in range(ROWS):
-        y = top - (row + 0.5) * RH
-        text(ax, (x0 - 0.08, y), f"row {row}", size=SMALL, ha="right")
-        busy = sorted((s, n) for n, (r, s) in placed.items() if r == row)
-        t = 0
-        for s, n in busy + [(end, None)]:
-            if s > t:  # idle: the step runs this row anyway
-                box(
-                    ax,
-                    (x0 + (t + s) / 2 * STEP, y),
-                    (s - t) * STEP,
-                    RH,
-                    kind="muted",
-                )
-            if n is not None:
-                w = WANTS[n] * STEP
-                kind = "accent" if n == accent else "tensor"
-                box(
-                    ax,
-                    (x0 + s * STEP + w / 2, y),
-                    w,
-                    RH,
-                    n,
-                    kind=kind,
-                    size=SMALL,
-                )
-                t = s + WANTS[n]
-    text(
-        ax,
-        (x0 + end * STEP + 0.08, top - ROWS * RH / 2),
-        f"done after\n{end} steps",
-        size=SMALL,
-        ha="left",
-    )
-    return end
-
-
-def _legend(ax, xy):
-    """What a bar means."""
-    x, y = xy
-    for kind, name in [
-        ("tensor", "a request's tokens"),
-        ("muted", "idle row, computed anyway"),
-    ]:
-        box(ax, (x + 0.09, y), 0.18, 0.14, kind=kind)
-        text(ax, (x + 0.24, y), name, size=SMALL, ha="left")
-        x += 0.45 + 0.055 * len(name)
+def _stack(ax, x, kinds, adapters=False):
+    """One classifier drawn as its layers, bottom to top: the embedding,
+    the blocks, the final norm, the head; `kinds` gives each one's kind."""
+    names = ["wte"] + [f"block {i}" for i in range(len(kinds) - 3)]
+    names += ["ln_f", "head"]
+    y = 0.62
+    for name, kind in zip(names, kinds):
+        box(ax, (x, y), 0.78, 0.2, name, kind=kind, size=SMALL, mono=True)
+        if adapters and name.startswith("block"):
+            # LoRA's two thin matrices beside the frozen projections
+            box(ax, (x + 0.47, y), 0.1, 0.2, kind="accent")
+        y += 0.27
+    return y
 
 
 @diagram
-def continuous_batching():
-    """Static batching waits for a batch's longest request; continuous
-    batching gives a freed row to the next request at the next step."""
-    fig, ax = canvas(6.0, 2.75)
-    x0 = 0.7
-    a = _timeline(ax, x0, 2.45, _static(), "static batching", "E")
-    b = _timeline(
-        ax,
-        x0,
-        1.2,
-        _continuous(),
-        f"continuous batching ($\\mathtt{{{code(Batcher)}}}$)",
-        "E",
-    )
-    # The step axis, shared.
-    for t in range(0, max(a, b) + 1, 2):
-        text(ax, (x0 + t * STEP, 0.24), str(t), size=SMALL)
-    text(ax, (x0 + max(a, b) * STEP / 2, 0.06), "decoding step", size=SMALL)
-    _legend(ax, (2.3, 2.61))
+def finetune_variants():
+    """Which parameters train in each of the chapter's five classifiers."""
+    n_layer = GPTConfig.preset("book").n_layer
+    layers = n_layer + 3  # wte, the blocks, ln_f, head
+    frozen, trains = "weight", "accent"
+    columns = [
+        ("(a) random,\nall layers", [trains] * layers, False),
+        ("(b) head only", [frozen] * (layers - 1) + [trains], False),
+        (
+            "(c) last block\n+ head",
+            [frozen] * (layers - 3) + [trains] * 3,
+            False,
+        ),
+        ("(d) all layers", [trains] * layers, False),
+        ("(e) LoRA + head", [frozen] * (layers - 1) + [trains], True),
+    ]
+    fig, ax = canvas(6.0, 2.95)
+    for i, (title, kinds, adapters) in enumerate(columns):
+        x = 0.5 + i * 1.18
+        top = _stack(ax, x, kinds, adapters)
+        text(ax, (x, top + 0.12), title, size=SMALL, va="bottom")
+    text(ax, (0.5, 0.3), "random weights", size=SMALL, color=GREY)
+    for i in range(1, 5):
+        text(ax, (0.5 + i * 1.18, 0.3), "pretrained", size=SMALL, color=GREY)
+    for i, (kind, what) in enumerate(
+        [(trains, "trains"), (frozen, "frozen (pretrained)")]
+    ):
+        box(ax, (1.5 + i * 0.9, 0.08), 0.18, 0.12, kind=kind)
+        text(ax, (1.62 + i * 0.9, 0.08), what, size=SMALL, ha="left")
+    box(ax, (3.95, 0.08), 0.07, 0.12, kind=trains)
+    text(ax, (4.03, 0.08), "LoRA's $A$, $B$", size=SMALL, ha="left")
     return fig

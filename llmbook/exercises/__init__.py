@@ -19,13 +19,13 @@ The package is one module per chapter, registered by a decorator::
 
     harness.py      cases, the comparison of two answers, ``run_check`` and
                     ``check``, the registry and its ``exercise`` decorator
-    ch1.py ... ch7.py, appendix_a.py, appendix_d.py
+    ch1.py ... ch9.py, appendix_a.py, appendix_d.py
                     each chapter's references (the package's answers) and
                     the functions that build its cases
 
-A new chapter's exercises go in a new module (``ch8.py``): it imports the
+A new chapter's exercises go in a new module (``ch13.py``): it imports the
 harness and the llmbook modules it checks against (never this package, which
-imports it), decorates each cases function with ``@exercise("8.1",
+imports it), decorates each cases function with ``@exercise("13.1",
 label=..., name=..., params=..., reference=...)``, and is imported below, at
 its place in the book.
 """
@@ -41,15 +41,15 @@ from llmbook.exercises.harness import (
 # isort: off
 # Importing a chapter's module registers its exercises, so the order of
 # these imports is the order of EXERCISES: the book's, in which appendix A
-# (backpropagation by hand) is read after chapter 4.
-from llmbook.exercises import ch1, ch2, ch3, ch4  # noqa: F401
+# (backpropagation by hand) is read after chapter 6.
+from llmbook.exercises import ch1, ch2, ch3, ch4, ch5, ch6  # noqa: F401
 from llmbook.exercises import appendix_a  # noqa: F401
-from llmbook.exercises import ch5, ch6, ch7  # noqa: F401
+from llmbook.exercises import ch7, ch8, ch9  # noqa: F401
 from llmbook.exercises import appendix_d  # noqa: F401
 
 # isort: on
 from llmbook.exercises.ch2 import exercise_tokenizer
-from llmbook.exercises.ch5 import buggy_train_step
+from llmbook.exercises.ch7 import buggy_train_step
 
 __all__ = [
     "check",

@@ -1,142 +1,160 @@
-"""The checks of chapter 3's exercises (attention): the causal mask,
-causal attention itself, and splitting the channels into heads and merging
-them back."""
+"""The checks of the counting chapter's exercises: add-k probabilities from
+a table of bigram counts, bits per byte from log-probabilities, and the
+share of a text's n-grams never seen in training.
 
-from llmbook.attention import causal_attention, causal_mask
-from llmbook.exercises.harness import Case, _randn, exercise
+The references are the package's formulas: ``addk_probs`` is what
+``ngram.NgramModel(..., smoothing="add-k")`` computes for a table of counts
+(tests/test_ngram.py checks the two agree on a real text), and
+``bits_per_byte`` calls ``ngram.bits_per_byte``; ``unseen_share`` is the
+definition, on the windows of the text alone (the package's
+``ngram.unseen_share`` also counts the grams that reach into the padding
+before the text)."""
+
+import math
+
+import numpy as np
+import torch
+
+from llmbook import ngram
+from llmbook.exercises.harness import Case, _gen, exercise
 
 
-def _causal_mask(t_q, t_k):
-    for name, t in (("t_q", t_q), ("t_k", t_k)):
-        if isinstance(t, bool) or not isinstance(t, int) or t < 1:
-            raise ValueError(f"{name} must be a positive int, got {t!r}")
-    if t_q > t_k:
-        raise ValueError(f"more queries ({t_q}) than keys ({t_k})")
-    return causal_mask(t_q, t_k)
+def addk_probs(counts, k):
+    """(R, V) counts c(h w), one row per context h -> (R, V) float64
+    probabilities (c(h w) + k) / (c(h .) + k V)."""
+    if not isinstance(counts, torch.Tensor) or counts.ndim != 2:
+        raise ValueError("counts must be a 2-D tensor, one row per context")
+    if counts.is_floating_point() or counts.dtype == torch.bool:
+        raise TypeError(f"counts must hold integers, got {counts.dtype}")
+    if bool((counts < 0).any()):
+        raise ValueError("counts must be >= 0")
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or k <= 0:
+        raise ValueError(f"k must be a number > 0, got {k!r}")
+    c = counts.to(torch.float64)
+    return (c + k) / (c.sum(1, keepdim=True) + k * c.shape[1])
+
+
+def bigram_counts(text: bytes, vocab_size: int = 256) -> torch.Tensor:
+    """The (V, V) table of the bigram counts of ``text``'s bytes."""
+    x = torch.tensor(list(text), dtype=torch.long)
+    flat = torch.bincount(x[:-1] * vocab_size + x[1:], minlength=vocab_size**2)
+    return flat.view(vocab_size, vocab_size)
 
 
 @exercise(
     "3.1",
-    label="ex-att-mask",
-    name="my_causal_mask",
-    params=("t_q", "t_k"),
-    reference=_causal_mask,
+    label="ex-ngram-addk",
+    name="my_addk_probs",
+    params=("counts", "k"),
+    reference=addk_probs,
+    rtol=1e-9,
+    atol=1e-12,
 )
 def _cases_3_1():
     cases = [
-        Case((4, 4), "square"),
-        Case((1, 1), "one position"),
-        Case((1, 6), "one new query after 5 cached keys"),
-        Case((3, 7), "a chunk of 3 queries after 4 cached keys"),
+        Case((torch.tensor([[3, 0, 1], [0, 0, 0]]), 1.0), "hand-made"),
+        Case((torch.tensor([[2, 2]]), 0.5), "one context"),
+        Case((torch.zeros(2, 5, dtype=torch.long), 0.01), "no counts"),
+        Case(
+            (bigram_counts(b"to be, or not to be", 128), 0.01),
+            "bigrams of a line",
+        ),
     ]
-    cases += [Case((t, t), "square") for t in (2, 5, 9)]
-    cases += [Case((q, k), "T_q < T_k") for q, k in ((2, 3), (5, 8), (4, 9))]
+    for seed in range(10):
+        rows, cols = 1 + seed % 4, 2 + 3 * seed
+        counts = torch.randint(
+            0, 1 + 4 * seed, (rows, cols), generator=_gen(seed)
+        )
+        cases.append(Case((counts, [1.0, 0.1, 2, 0.003][seed % 4]), "random"))
     cases += [
-        Case((5, 3), "more queries than keys"),
-        Case((0, 3), "no queries"),
+        Case((torch.tensor([[1, 2]]), 0), "k = 0"),
+        Case((torch.tensor([[1, 2]]), -0.5), "a negative k"),
+        Case((torch.tensor([1, 2, 3]), 1.0), "a 1-D tensor"),
+        Case((torch.tensor([[1, -2]]), 1.0), "a negative count"),
     ]
     return cases
 
 
-def _attention(q, k, v):
-    return causal_attention(q, k, v)
+def bits_per_byte(logprobs, n_bytes):
+    """Natural log-probabilities of a text's tokens -> bits per byte."""
+    if not isinstance(logprobs, torch.Tensor):
+        raise TypeError("logprobs must be a torch.Tensor")
+    return ngram.bits_per_byte(logprobs.numpy(), n_bytes)
 
 
 @exercise(
     "3.2",
-    label="ex-att-sdpa",
-    name="my_attention",
-    params=("q", "k", "v"),
-    reference=_attention,
+    label="ex-ngram-bpb",
+    name="my_bits_per_byte",
+    params=("logprobs", "n_bytes"),
+    reference=bits_per_byte,
+    rtol=1e-9,
+    atol=1e-12,
 )
 def _cases_3_2():
-    cases = []
-    shapes = [
-        ((1, 1, 4, 8), 4),
-        ((2, 3, 5, 4), 5),
-        ((1, 2, 6, 16), 6),
-        ((2, 2, 1, 8), 7),
-        ((1, 4, 3, 8), 9),
-        ((3, 1, 7, 2), 7),
+    half = math.log(0.5)
+    cases = [
+        Case((torch.tensor([half] * 8, dtype=torch.float64), 8), "1 bit each"),
+        Case((torch.tensor([half] * 8, dtype=torch.float64), 2), "4 bytes"),
+        Case((torch.tensor([0.0, 0.0], dtype=torch.float64), 5), "certain"),
+        Case((torch.zeros(0, dtype=torch.float64), 3), "no tokens"),
     ]
-    for seed, ((b, h, tq, d), tk) in enumerate(shapes):
-        q = _randn(b, h, tq, d, seed=seed, scale=2.0)
-        k = _randn(b, h, tk, d, seed=50 + seed, scale=2.0)
-        v = _randn(b, h, tk, d, seed=90 + seed)
-        what = "T_q == T_k" if tq == tk else "T_q < T_k: cached keys"
-        cases.append(Case((q, k, v), f"{what}, head size {d}"))
-    q = _randn(1, 1, 5, 4, seed=7)
-    cases.append(
+    rng = np.random.default_rng(32)
+    for _ in range(10):
+        n = int(rng.integers(1, 40))
+        p = rng.uniform(0.001, 1.0, n)
+        n_bytes = int(n * rng.uniform(1.0, 4.0)) + 1
+        cases.append(Case((torch.tensor(np.log(p)), n_bytes), "random"))
+    cases += [
+        Case((torch.tensor([half], dtype=torch.float64), 0), "zero bytes"),
         Case(
-            (q, _randn(1, 1, 3, 4, seed=8), _randn(1, 1, 3, 4, seed=9)),
-            "more queries than keys",
-        )
-    )
+            (torch.tensor([0.5, 0.25], dtype=torch.float64), 2),
+            "probabilities, not log-probabilities",
+        ),
+    ]
     return cases
 
 
-def _split_heads(x, n_head):
-    if x.ndim != 3:
-        raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}")
-    B, T, C = x.shape
-    if C % n_head:
-        raise ValueError(f"C={C} is not divisible by n_head={n_head}")
-    return x.view(B, T, n_head, C // n_head).transpose(1, 2)
+def unseen_share(train, val, n):
+    """The share of the n-grams of ``val`` (its len(val) - n + 1 windows)
+    that occur nowhere in ``train``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    if len(val) < n:
+        raise ValueError(
+            f"val has {len(val)} ids, fewer than n = {n}: it has no n-gram"
+        )
+    seen = {tuple(train[i : i + n]) for i in range(len(train) - n + 1)}
+    grams = [tuple(val[i : i + n]) for i in range(len(val) - n + 1)]
+    return sum(g not in seen for g in grams) / len(grams)
 
 
 @exercise(
     "3.3",
-    label="ex-att-split",
-    name="split_heads",
-    params=("x", "n_head"),
-    reference=_split_heads,
+    label="ex-ngram-unseen",
+    name="my_unseen_share",
+    params=("train", "val", "n"),
+    reference=unseen_share,
+    rtol=1e-12,
+    atol=1e-12,
 )
 def _cases_3_3():
-    cases = []
-    for seed, (b, t, c, h) in enumerate(
-        [
-            (1, 3, 8, 2),
-            (2, 5, 12, 3),
-            (2, 4, 16, 4),
-            (1, 1, 6, 6),
-            (3, 2, 8, 1),
-            (2, 6, 12, 2),
-        ]
-    ):
-        cases.append(Case((_randn(b, t, c, seed=seed), h), "random"))
-    cases += [
-        Case((_randn(2, 3, 10, seed=9), 4), "10 channels, 4 heads"),
-        Case((_randn(3, 8, seed=9), 2), "no batch axis"),
+    line = list(b"to be, or not to be, that is the question")
+    cases = [
+        Case(([1, 2, 3, 1, 2, 4], [1, 2, 4, 2], 2), "hand-made"),
+        Case((line, line, 3), "the training text itself"),
+        Case((line, list(b"to see, or not to see"), 1), "unigrams"),
+        Case((line, list(b"to see, or not to see"), 4), "4-grams"),
+        Case(([5, 6], [5, 6, 5], 3), "a training text shorter than n"),
     ]
-    return cases
-
-
-def _merge_heads(y):
-    if y.ndim != 4:
-        raise ValueError(f"y must be (B, nh, T, hs), got {tuple(y.shape)}")
-    B, nh, T, hs = y.shape
-    return y.transpose(1, 2).reshape(B, T, nh * hs)
-
-
-@exercise(
-    "3.4",
-    label="ex-att-merge",
-    name="merge_heads",
-    params=("y",),
-    reference=_merge_heads,
-)
-def _cases_3_4():
-    cases = []
-    for seed, shape in enumerate(
-        [
-            (1, 2, 3, 4),
-            (2, 3, 5, 4),
-            (2, 4, 4, 4),
-            (1, 6, 1, 1),
-            (3, 1, 2, 8),
-            (2, 2, 6, 6),
-        ]
-    ):
-        cases.append(Case((_randn(*shape, seed=seed),), "random"))
-    cases.append(Case((_randn(2, 3, 4, seed=9),), "3-D input"))
+    rng = np.random.default_rng(33)
+    for _ in range(10):
+        v = int(rng.integers(2, 6))
+        train = rng.integers(0, v, int(rng.integers(1, 60))).tolist()
+        val = rng.integers(0, v, int(rng.integers(4, 30))).tolist()
+        cases.append(Case((train, val, int(rng.integers(1, 5))), "random"))
+    cases += [
+        Case(([1, 2, 3], [1, 2], 3), "val shorter than n"),
+        Case(([1, 2, 3], [1, 2, 3], 0), "n = 0"),
+    ]
     return cases

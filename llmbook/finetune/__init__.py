@@ -5,9 +5,9 @@ pretrained GPT, fully or with LoRA.
 - ``lora``      LoRA from scratch: low-rank adapters, merging (checked
                 against peft)
 - ``classify``  ``Classifier``: a head on the last real token; accuracy with
-                a Wilson interval; ``ClassifyTask`` (chapter 8)
+                a Wilson interval; ``ClassifyTask`` (chapter 10)
 - ``instruct``  the instruction format, special tokens, the response-only
-                loss, exact match; ``InstructTask`` (chapter 9)
+                loss, exact match; ``InstructTask`` (chapter 11)
 - ``finetuner`` ``finetune``: the finetuning run, resumable, for both tasks
 - ``cli``       ``python -m llmbook.finetune``
 

@@ -10,13 +10,13 @@ new tokens out (``list[int]``, or one list per prompt), every setting in one
 - ``prompts``      the prompt/return contract, left padding
 - ``engine``       the loop every engine shares: stop tokens, streaming
 - ``reference``    ``Reference``, ``generate``, ``stream``: the model's own
-                   forward pass, a KV cache that grows (chapter 6)
+                   forward pass, a KV cache that grows (chapter 8)
 - ``text``         ``TextStream``: token ids to text without split characters
 - ``static``       ``StaticCacheEngine``: a static cache, one-pass prefill,
-                   a compiled step (chapter 7)
-- ``quantize``     bfloat16 and int8 weights (chapter 7)
+                   a compiled step (chapter 9)
+- ``quantize``     bfloat16 and int8 weights (chapter 9)
 - ``speculative``  ``SpeculativeEngine``: a draft proposes, the target
-                   verifies (chapter 7)
+                   verifies (chapter 9)
 - ``cli``          ``python -m llmbook.generate``
 
 Every public name is imported from here: ``from llmbook.generate import

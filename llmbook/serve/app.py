@@ -3,7 +3,7 @@
 - ``GET /v1/models``: the one model served;
 - ``POST /v1/completions``: continue a ``prompt`` (a string);
 - ``POST /v1/chat/completions``: answer the last user message of
-  ``messages``, in the instruction format of chapter 9 when the tokenizer
+  ``messages``, in the instruction format of chapter 11 when the tokenizer
   has its special tokens, as plain text otherwise;
 - ``"stream": true`` on either: server-sent events, one chunk per piece of
   text as it is generated, then ``data: [DONE]``;
@@ -74,7 +74,7 @@ def _eot_stops(tokenizer) -> list[int]:
 
 def chat_prompt(tokenizer, messages) -> tuple[str, list[int]]:
     """The text the model continues for a chat, and the ids that end its
-    answer: chapter 9's format (its special tokens, the answer ending at
+    answer: chapter 11's format (its special tokens, the answer ending at
     ``<|end|>``) for an instruction-tuned tokenizer, else the messages as
     ``role: content`` lines and an ``assistant:`` line to continue."""
     special = getattr(tokenizer, "special_tokens", {})

@@ -12,7 +12,7 @@ runs through, the torch and numpy versions and the device type. When any of
 them changes, the model is trained again (and one line on stderr says why):
 a cached model never outlives the code that trained it.
 
-``draft_checkpoint(profile)`` is the draft model of chapter 7's
+``draft_checkpoint(profile)`` is the draft model of chapter 9's
 speculative decoding: the same settings, a smaller model, cached the same
 way.
 

@@ -455,7 +455,7 @@ def test_search_finds_rope(browser):
     )
     page.screenshot(path=SHOTS / "search-RoPE.png")
     page.close()
-    assert any("04_gpt_model" in h for h in hits), (
+    assert any("06_gpt_model" in h for h in hits), (
         f"searching 'RoPE' did not find the GPT model chapter: {hits}"
     )
     assert not errors, errors
