@@ -3,7 +3,8 @@
 Sphinx picks each figure's file when it reads a chapter (`figures/x.*`:
 SVG for the website, PDF for LaTeX), so the files must exist before then:
 they are drawn at `builder-inited` into book/figures/, which git ignores.
-A stamp of the drawing code's hash skips the drawing when nothing changed.
+A stamp of the hash of the drawing code and of the package (labels read
+names and numbers from it) skips the drawing when neither changed.
 
 Also a command line, to look at diagrams while drawing them:
 
@@ -39,9 +40,13 @@ def load():
 
 
 def source_hash() -> str:
+    """The drawing code and the package it reads names and numbers from:
+    a change to either draws the diagrams again."""
     h = hashlib.sha256()
-    for path in sorted(SOURCE.glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    package = BOOK.parent / "llmbook"
+    for path in sorted(SOURCE.glob("*.py")) + sorted(package.rglob("*.py")):
+        name = path.relative_to(BOOK.parent).as_posix()
+        h.update(name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
