@@ -29,6 +29,9 @@ each; from training on, each part of the book is a subpackage, whose
                       instructions, the finetuning run, the CLI
       serve/          Part V: an OpenAI-compatible HTTP server with continuous
                       batching, a chat page, the CLI
+      modern/         Part VI: today's open models (Llama 3, Qwen3,
+                      Qwen3-MoE): grouped-query and sliding-window
+                      attention, mixtures of experts, Hugging Face loaders
       exercises/      appendix B: the checks of the coding exercises, one
                       module per chapter
       bench/          side-by-side speed comparisons against the references
@@ -37,11 +40,9 @@ each; from training on, each part of the book is a subpackage, whose
 training prints samples as it goes, so the loop uses the engine, and
 nothing in generation needs the training code.
 
-Where the next chapters' code goes: grouped-query and sliding-window
-attention extend ``attention``, and a mixture-of-experts block and today's
-open models (Llama, Qwen) extend ``model`` (a ``models/`` package when it
-outgrows one file); a DPO or GRPO trainer is a new module of ``train/``
-using its loop.
+Where the next chapters' code goes: today's open models are ``modern/``
+(its blocks beside chapter 6's ``GPT``, which ``ModernLM.from_gpt`` proves
+equal); a DPO or GRPO trainer is a new module of ``train/`` using its loop.
 
 Each module imports only modules listed before it in ``MODULE_ORDER``
 (tests/test_imports.py checks it, for every import, also those inside
@@ -103,6 +104,14 @@ MODULE_ORDER = (
     "serve.cli",
     "serve",
     "serve.__main__",
+    "modern.config",
+    "modern.rope",
+    "modern.attention",
+    "modern.moe",
+    "modern.model",
+    "modern.hf",
+    "modern.experiments",
+    "modern",
     "exercises.harness",
     "exercises.ch1",
     "exercises.ch2",
@@ -115,6 +124,7 @@ MODULE_ORDER = (
     "exercises.ch8",
     "exercises.ch9",
     "exercises.appendix_d",
+    "exercises.ch13",
     "exercises",
     "bench.tokenizer",
     "bench.attention",

@@ -47,6 +47,7 @@ CHAPTERS = {
     "8": "08_generation",
     "9": "09_fast_generation",
     "D": "D_pytorch",
+    "13": "13_open_models",
 }
 
 
@@ -715,6 +716,69 @@ def _sgd_zeroes(params, lr):  # also zeroes the gradients
                 p.grad.zero_()
 
 
+def _repeat_kv_tiled(k, n_group):  # head h reads h % n_kv_head, not h // g
+    return k.repeat(1, n_group, 1, 1)
+
+
+def _repeat_kv_time(k, n_group):  # repeats the positions, not the heads
+    return k.repeat_interleave(n_group, dim=2)
+
+
+def _repeat_kv_none(k, n_group):  # the key/value heads left as they are
+    return k
+
+
+def _window(t, window, off_by_one=False, causal=True):
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    allowed = j <= i if causal else torch.ones(t, t, dtype=torch.bool)
+    if window is not None:
+        allowed &= j >= i - window if off_by_one else j > i - window
+    return allowed
+
+
+def _window_none_unhandled(t, window):  # i - None raises TypeError
+    i, j = torch.arange(t)[:, None], torch.arange(t)[None, :]
+    return (j <= i) & (j > i - window)
+
+
+def _window_transposed(t, window):  # True where the key may see the query
+    return _window(t, window).T
+
+
+def _window_float(t, window):  # 1.0 / 0.0 instead of a boolean mask
+    return _window(t, window).float()
+
+
+def _route_rule(logits, k, renormalise=True, dim=-1):
+    probs = logits.softmax(dim)
+    weights, ids = probs.topk(k, dim=-1)
+    if renormalise:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights, ids
+
+
+def _route_top_k_logits(logits, k):  # Mixtral's order: the same function
+    top, ids = logits.topk(k, dim=-1)
+    return top.softmax(-1), ids
+
+
+def _route_expert_order(logits, k):  # ids by expert number, not best first
+    weights, ids = _route_rule(logits, k)
+    ids, order = ids.sort(-1)
+    return weights.gather(-1, order), ids
+
+
+def _route_naive_softmax(logits, k):  # exp overflows for large logits
+    z = logits.exp()
+    weights, ids = (z / z.sum(-1, keepdim=True)).topk(k, dim=-1)
+    return weights / weights.sum(-1, keepdim=True), ids
+
+
+def _route_swapped(logits, k):  # (ids, weights)
+    weights, ids = _route_rule(logits, k)
+    return ids, weights
+
+
 WRONG = [
     ("1.1", "the first id as a target, with an empty context", _pairs_t0),
     ("1.1", "a negative slice start wraps around", _pairs_wrap),
@@ -835,6 +899,35 @@ WRONG = [
     ("D.4", "a step up the gradient", _sgd_plus),
     ("D.4", "the name rebound, the parameter unchanged", _sgd_rebinds),
     ("D.4", "the gradients zeroed too", _sgd_zeroes),
+    ("13.1", "heads tiled, not repeated in place", _repeat_kv_tiled),
+    ("13.1", "positions repeated instead of heads", _repeat_kv_time),
+    ("13.1", "key/value heads not repeated", _repeat_kv_none),
+    (
+        "13.2",
+        "one key too many: j >= i - window",
+        lambda t, w: _window(t, w, off_by_one=True),
+    ),
+    (
+        "13.2",
+        "the window without causality",
+        lambda t, w: _window(t, w, causal=False),
+    ),
+    ("13.2", "window None not handled", _window_none_unhandled),
+    ("13.2", "mask transposed", _window_transposed),
+    ("13.2", "a float mask", _window_float),
+    (
+        "13.3",
+        "weights not renormalised",
+        lambda x, k: _route_rule(x, k, renormalise=False),
+    ),
+    (
+        "13.3",
+        "softmax over the tokens",
+        lambda x, k: _route_rule(x, k, dim=0),
+    ),
+    ("13.3", "ids in expert order", _route_expert_order),
+    ("13.3", "softmax without the maximum subtracted", _route_naive_softmax),
+    ("13.3", "ids and weights swapped", _route_swapped),
 ]
 
 
@@ -883,6 +976,53 @@ def test_wrong_answer_is_rejected(solutions, exercise_id, what, fn):
         if len(line) > 25:
             assert line not in msg, line
     assert msg.isascii()
+
+
+# The mistakes a case was written for: the failure names it in the case's
+# description, the one thing the message says about the reader's code.
+NAMED = [
+    ("13.1", _repeat_kv_tiled, "h % n_kv_head as tiling the heads"),
+    (
+        "13.2",
+        lambda t, w: _window(t, w, off_by_one=True),
+        "j >= i - window lets in one key too many",
+    ),
+    (
+        "13.3",
+        lambda x, k: _route_rule(x, k, renormalise=False),
+        "renormalised to sum to 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "exercise_id, fn, named", NAMED, ids=[i for i, _, _ in NAMED]
+)
+def test_a_common_mistake_fails_on_the_case_that_names_it(
+    exercise_id, fn, named
+):
+    result = run_check(exercise_id, fn)
+    assert not result.passed
+    assert named in result.message.splitlines()[0], result.message
+
+
+def test_routing_by_the_top_k_logits_is_the_same_function():
+    """Softmax over the k largest logits (Mixtral) equals the softmax over
+    all E renormalised over the k chosen (Qwen3-MoE): the check accepts
+    both, as ch13's docstring says."""
+    assert run_check("13.3", _route_top_k_logits).passed
+
+
+def test_routing_cases_have_no_ties():
+    """Tied experts would make the ids depend on the tie-break of topk: in
+    every case the k + 1 most probable experts are distinct (and the
+    (k + 1)-th exists only when k < E)."""
+    for case in ex.EXERCISES["13.3"].cases():
+        logits, k = case.args
+        probs = torch.softmax(logits.double(), dim=-1)
+        top = probs.topk(min(k + 1, logits.size(-1)), dim=-1).values
+        gaps = top[:, :-1] - top[:, 1:]
+        assert (gaps > 1e-6).all(), case.desc
 
 
 def test_not_attempted_is_not_a_failure(capsys):

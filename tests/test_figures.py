@@ -25,6 +25,7 @@ MODULE = {
     "10_classification": "ch10",
     "11_instruction_tuning": "ch11",
     "12_serving": "ch12",
+    "13_open_models": "ch13",
     "A_backprop": "appendix_a",
     "C_lora": "appendix_c",
     "D_pytorch": "appendix_d",

@@ -47,6 +47,7 @@ GPU_PARAMS = {
     "10_classification": TOY,
     "11_instruction_tuning": TOY,
     "12_serving": {**TOY, "timing": "smoke"},
+    "13_open_models": {"max_steps": 2, "batch_size": 4, "timing": "smoke"},
 }
 
 

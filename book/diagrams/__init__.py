@@ -36,6 +36,7 @@ MODULES = [
     "ch10",
     "ch11",
     "ch12",
+    "ch13",
     "appendix_a",
     "appendix_c",
     "appendix_d",
