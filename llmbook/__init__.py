@@ -130,5 +130,6 @@ MODULE_ORDER = (
     "bench.attention",
     "bench.train",
     "bench.generate",
+    "bench.modern",
     "bench",
 )

@@ -468,3 +468,19 @@ def test_moe_model_counts_active_parameters_and_trains():
     )
     (loss + 0.01 * moe.balance_loss()).backward()
     assert moe.blocks[0].mlp.router.weight.grad.abs().sum() > 0
+
+
+def test_the_benchmark_runs_and_compares_equal_models(capsys):
+    from llmbook.bench.modern import main
+
+    flags = "--repeats 1 --batch 1 --seq 8 --new-tokens 2 --context 4"
+    assert main(flags.split()) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [r.split()[:2] for r in rows] == [
+        ["Llama", "fwd+bwd"],
+        ["Llama", "greedy"],
+        ["Qwen3-MoE", "fwd+bwd"],
+        ["Qwen3-MoE", "greedy"],
+    ]
+    for row in rows:  # the largest logit difference, last column
+        assert float(row.split()[-1]) < 1e-4

@@ -6,6 +6,7 @@ import math
 import torch
 
 from llmbook.modern import (
+    GroupedQueryAttention,
     MixtureOfExperts,
     ModernConfig,
     SwiGLU,
@@ -192,7 +193,7 @@ def sliding_window():
         f"Gemma 3: {PATTERN.count('sliding')} sliding layers,",
         f"then {PATTERN.count('full')} full, repeated.",
         "A sliding layer's cache",
-        "keeps $W$ positions.",
+        "keeps $W - 1$ positions.",
         "",
         "Stacked, $L$ sliding layers",
         "still pass information",
@@ -535,4 +536,142 @@ def rope_scaling():
         SMALL,
         color=GREY,
     )
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# qk-norm
+
+S_GROW = 10  # the factor by which W_Q and W_K grow
+
+
+def _qk_parts():
+    """The names of the projections and norms, checked on a small
+    GroupedQueryAttention with qk_norm=True."""
+    attn = GroupedQueryAttention(
+        ModernConfig(n_embd=16, n_head=2, **{field("qk_norm"): True})
+    )
+    return [_child(attn, n) for n in ("q_proj", "k_proj", "q_norm", "k_norm")]
+
+
+def _score_growth(qk_norm):
+    """How much one score q·k / sqrt(D) of head 0 grows when W_Q and W_K
+    are multiplied by S_GROW, through the package's own layers. (RoPE, a
+    rotation applied to both after the norms, leaves the factor as is.)"""
+    scores = []
+    for s in (1, S_GROW):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            config = ModernConfig(n_embd=32, n_head=2, qk_norm=qk_norm)
+            attn = GroupedQueryAttention(config)
+            x = torch.randn(2, config.n_embd)  # a query's and a key's token
+        d = config.head_size
+        with torch.no_grad():
+            attn.q_proj.weight.mul_(s)
+            attn.k_proj.weight.mul_(s)
+            q = attn.q_proj(x[0]).view(config.n_head, d)[0]
+            k = attn.k_proj(x[1]).view(config.n_kv_head, d)[0]
+            if qk_norm:
+                q, k = attn.q_norm(q), attn.k_norm(k)
+        scores.append(float(q @ k) / math.sqrt(d))
+    return scores[1] / scores[0]
+
+
+def _broken(ax, x, y, w):
+    """A break across a bar at height y: a white slanted gap, two lines."""
+    a, b, t, gap = x - w / 2 - 0.04, x + w / 2 + 0.04, 0.05, 0.06
+    ax.fill(
+        [a, b, b, a],
+        [y - t, y + t, y + t + gap, y - t + gap],
+        color="white",
+        zorder=2,
+    )
+    for dy in (0, gap):
+        ax.plot([a, b], [y - t + dy, y + t + dy], color=INK, lw=0.8, zorder=2)
+
+
+def _bars(ax, x, heights, growth, clip=None):
+    """Two bars, s = 1 and s = S_GROW, on a baseline at y = 0.75; the
+    second labelled with its growth, broken if taller than `clip`."""
+    base, w = 0.75, 0.22
+    for n, (s, h) in enumerate(zip((1, S_GROW), heights)):
+        xb = x + (n - 0.5) * 0.42
+        drawn = min(h, clip) if clip else h
+        box(ax, (xb, base + drawn / 2), w, drawn, kind="tensor")
+        if clip and h > clip:
+            _broken(ax, xb, base + drawn - 0.22, w)
+        text(ax, (xb, base - 0.12), f"$s = {s}$", SMALL)
+        if n:
+            text(ax, (xb, base + drawn + 0.12), f"×{growth:.0f}", SMALL)
+    ax.plot([x - 0.42, x + 0.42], [base, base], color=INK, lw=0.8)
+
+
+@diagram
+def qk_norm():
+    """One head's queries and keys normalised over their D channels before
+    RoPE; then growing W_Q and W_K no longer grows the scores."""
+    q_proj, k_proj, q_norm, k_norm = _qk_parts()
+    without, with_norm = _score_growth(False), _score_growth(True)
+    assert round(without) == S_GROW**2 and abs(with_norm - 1) < 1e-3
+    fig, ax = canvas(6.0, 2.55)
+    text(
+        ax,
+        (0.1, 2.38),
+        f"{code(GroupedQueryAttention)}: one head",
+        SMALL,
+        mono=True,
+        ha="left",
+    )
+    mid, rows = 1.3, [(1.8, "q", q_proj, q_norm), (0.8, "k", k_proj, k_norm)]
+    x = grid(ax, (0.28, mid), 1, 4, 0.11)
+    text(ax, (x.x, mid + 0.18), "$x$  $(C)$", SMALL)
+    bus = 0.6
+    ax.plot([x.x + x.w / 2, bus], [mid, mid], color=INK, lw=1.0)
+    ax.plot([bus, bus], [rows[1][0], rows[0][0]], color=INK, lw=1.0)
+    score = box(ax, (3.45, mid), 0.76, 0.5)
+    text(ax, (score.x, mid + 0.1), "score", SMALL)
+    text(ax, (score.x, mid - 0.1), "$q \\cdot k \\,/ \\sqrt{D}$", SMALL)
+    for y, name, proj_name, norm_name in rows:
+        proj = box(ax, (0.95, y), 0.56, 0.42, kind="weight")
+        text(ax, (proj.x, y + 0.09), proj_name, SMALL, mono=True)
+        text(ax, (proj.x, y - 0.1), f"$W_{name.upper()}$", SMALL)
+        arrow(ax, (bus, y), proj.left)
+        t = grid(ax, (1.52, y), 1, 4, 0.1)
+        dy = 0.17 if name == "q" else -0.17
+        text(ax, (t.x, y + dy), f"${name}$  $(D)$", SMALL)
+        arrow(ax, proj.right, t.left)
+        norm = box(ax, (2.1, y), 0.58, 0.34, kind="accent")
+        text(ax, (norm.x, y), norm_name, SMALL, mono=True, color="white")
+        arrow(ax, t.right, norm.left)
+        rope = box(ax, (2.7, y), 0.42, 0.3, "RoPE", size=SMALL)
+        arrow(ax, norm.right, rope.left)
+        end = score.top if name == "q" else score.bottom
+        arrow(ax, rope.right, (end[0] - 0.15, end[1]))
+    for i, line in enumerate(
+        ["RMSNorm over $D$:", "one scale per channel,", "shared by the heads"]
+    ):
+        text(ax, (2.1, mid + 0.17 - 0.17 * i), line, SMALL)
+    # Right: one score as W_Q and W_K grow s times, without and with
+    ax.plot([3.98] * 2, [0.2, 2.45], color=GREY, lw=0.5)
+    left, right = 4.5, 5.42
+    text(ax, ((left + right) / 2, 2.38), "$W_Q$, $W_K$ grown $s$ times", SMALL)
+    panels = [
+        (left, False, 0.16, without, ["scores grow", "as $s^2$"]),
+        (right, True, 0.4, with_norm, ["scores do not", "grow with $s$"]),
+    ]
+    for x, flag, h, growth, notes in panels:
+        text(ax, (x, 2.12), f"{field('qk_norm')}={flag}", SMALL, mono=True)
+        _bars(ax, x, (h, h * growth), growth, clip=1.0)
+        for i, line in enumerate(notes):
+            text(ax, (x, 0.4 - 0.17 * i), line, SMALL)
+    # the bound: after the norms |q|, |k| <= sqrt(D) times their largest
+    # scale, so |q·k| / sqrt(D) <= sqrt(D) times the two scales
+    bound = 1.45
+    ax.plot(
+        [right - 0.42, right + 0.42], [bound] * 2, color=GREY, lw=0.8, ls="--"
+    )
+    for i, line in enumerate(
+        ["at most $\\sqrt{D}$ times", "the norms' scales"]
+    ):
+        text(ax, (right, bound + 0.3 - 0.16 * i), line, SMALL)
     return fig

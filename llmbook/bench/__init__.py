@@ -29,6 +29,12 @@ its flags; ``benchmarks/<name>.py`` runs the same):
   ``python -m llmbook.bench.generate [--new-tokens 128]
   [--prompt-tokens 32] [--repeats 3] [--threads N] [--batches 1 4 16]
   [--no-compile] [--no-cache-repeats 0] [--no-quality] [--no-profile]``
+- ``modern`` (chapter 13): ``ModernLM`` against Hugging Face's Llama and
+  Qwen3-MoE with the same weights: forward + backward, and batch-1 greedy
+  decoding with each side's cache; milliseconds, ratios and the largest
+  logit difference.
+  ``python -m llmbook.bench.modern [--threads N] [--repeats 5]
+  [--batch 8] [--seq 128] [--new-tokens 64] [--context 512]``
 
 Chapters 2 and 7 run a short version in the notebook
 (``llmbook.bench.tokenizer.encode_table``, ``llmbook.bench.train.run``).
