@@ -12,7 +12,7 @@ from llmbook.generate import (
 from llmbook.model import GPT
 
 from . import diagram
-from .style import GREY, INK, SMALL, arrow, box, canvas, code, ink, text
+from .style import GREY, INK, SMALL, arrow, box, canvas, code, ink, key, text
 
 WORDS = ["To", " be", ",", " or", " not"]  # Hamlet, as in chapter 1
 
@@ -156,15 +156,6 @@ def _stage_op(ax, x, y, what, fn, w):
     return x + w
 
 
-def _legend(ax, xy, entries):
-    """A one-line legend of (kind, what it means in this figure)."""
-    x, y = xy
-    for kind, what, width in entries:
-        box(ax, (x + 0.06, y), 0.12, 0.12, kind=kind)
-        text(ax, (x + 0.18, y), what, size=SMALL, ha="left")
-        x += width
-
-
 def _stages():
     """Each step's output, computed by the package's own functions, and
     the token a seeded draw picks."""
@@ -234,12 +225,15 @@ def sampling_steps():
         size=SMALL,
     )
     arrow(ax, (out.x, y0 - 0.01), out.top)
-    legend = [
-        ("tensor", "kept", 0.7),
-        ("muted", "set to $-\\infty$", 1.05),
-        ("accent", "the token drawn", 1.2),
-    ]
-    _legend(ax, (0.3, 0.16), legend)
+    key(
+        ax,
+        (0.3, 0.16),
+        [
+            ("tensor", "kept"),
+            ("muted", "set to $-\\infty$"),
+            ("accent", "the token drawn"),
+        ],
+    )
     return fig
 
 
@@ -298,21 +292,6 @@ def _kv_layer(ax, y, name, t):
     return frame
 
 
-def _kv_legend(ax, y):
-    """What the cells mean: cached, new, free."""
-    entries = [
-        ("tensor", "from earlier steps, read back", 2.35),
-        ("accent", "computed in this step", 1.75),
-        ("none", "free", 0.5),
-    ]
-    x = 0.15
-    for kind, what, width in entries:
-        dotted = ":" if kind == "none" else "-"
-        box(ax, (x + 0.08, y), 0.16, 0.12, kind=kind, linestyle=dotted)
-        text(ax, (x + 0.22, y), what, size=SMALL, ha="left")
-        x += width
-
-
 @diagram
 def kv_cache():
     """The KV cache: every layer keeps the keys and values of past
@@ -343,7 +322,15 @@ def kv_cache():
     x = _kv_x(t)
     arrow(ax, (x, 0.39), (x, low.bottom[1]))
     arrow(ax, (x, low.top[1]), (x, high.bottom[1]))
-    _kv_legend(ax, 3.17)
+    key(  # what the cells mean: cached, new, free
+        ax,
+        (0.15, 3.17),
+        [
+            ("tensor", "from earlier steps, read back"),
+            ("accent", "computed in this step"),
+            ("none", "free", {"linestyle": ":"}),
+        ],
+    )
     # what happens in every layer, told once, beside the first
     nx = KV_X0 + KV_SLOTS * KV_CELL + 0.22
     text(

@@ -5,22 +5,13 @@ import torch
 from llmbook.generate import Prompts, StaticCacheEngine
 
 from . import diagram
-from .style import GREY, INK, SMALL, arrow, box, canvas, code, grid, text
+from .style import GREY, INK, SMALL, arrow, box, canvas, code, grid, key, text
 
 WORDS = ["To", " be", ",", " or", " not", " to", " be"]  # as in chapter 1
 
 
 def quoted(word):
     return f"'{word}'"
-
-
-def legend(ax, xy, entries):
-    """A one-line legend of (kind, what it means here, width)."""
-    x, y = xy
-    for kind, what, width in entries:
-        box(ax, (x + 0.08, y), 0.16, 0.12, kind=kind)
-        text(ax, (x + 0.22, y), what, size=SMALL, ha="left")
-        x += width
 
 
 def lines(ax, xy, rows, step=0.16, **kw):
@@ -111,13 +102,13 @@ def static_cache():
     for i, s in enumerate(shape):
         text(ax, (right + 0.13, 2.1 - 0.17 * i), s, size=SMALL, ha="left")
     text(ax, (right + 0.13, 1.09), "max_len", size=SMALL, mono=True, ha="left")
-    legend(
+    key(
         ax,
         (0.15, 0.2),
         [
-            ("accent", "written in this pass", 1.75),
-            ("tensor", "written before", 1.35),
-            ("muted", "not written yet: masked", 1.8),
+            ("accent", "written in this pass"),
+            ("tensor", "written before"),
+            ("muted", "not written yet: masked"),
         ],
     )
     return fig
@@ -218,12 +209,12 @@ def left_padding():
     b = 1  # a padded row
     mg = _mask(ax, mask[b], (5.05, y))
     text(ax, (mg.x, top), f"mask of row {b}")
-    legend(
+    key(
         ax,
         (2.6, 0.22),
         [
-            ("muted", "pad (id 0), or masked", 1.75),
-            ("tensor", "real token, or seen", 1.4),
+            ("muted", "pad (id 0), or masked"),
+            ("tensor", "real token, or seen"),
         ],
     )
     return fig

@@ -83,7 +83,15 @@ def classification_head():
     text(ax, (5.48, low + logits.h / 2 + 0.13), "logits $(B, K)$")
     arrow(ax, pooled.right, head.left)
     arrow(ax, head.right, logits.left)
-    key(ax, (0.12, 0.2), ["weight", "accent", "muted"])
+    key(
+        ax,
+        (0.12, 0.2),
+        [
+            ("weight", "weights"),
+            ("accent", "highlighted"),
+            ("muted", "masked / ignored"),
+        ],
+    )
     return fig
 
 
@@ -135,11 +143,13 @@ def finetune_variants():
     text(ax, (0.5, 0.3), "random weights", size=SMALL, color=GREY)
     for i in range(1, 5):
         text(ax, (0.5 + i * 1.18, 0.3), "pretrained", size=SMALL, color=GREY)
-    for i, (kind, what) in enumerate(
-        [(trains, "trains"), (frozen, "frozen (pretrained)")]
-    ):
-        box(ax, (1.5 + i * 0.9, 0.08), 0.18, 0.12, kind=kind)
-        text(ax, (1.62 + i * 0.9, 0.08), what, size=SMALL, ha="left")
-    box(ax, (3.95, 0.08), 0.07, 0.12, kind=trains)
-    text(ax, (4.03, 0.08), "LoRA's $A$, $B$", size=SMALL, ha="left")
+    key(
+        ax,
+        (1.41, 0.08),
+        [
+            (trains, "trains"),
+            (frozen, "frozen (pretrained)"),
+            (trains, "LoRA's $A$, $B$", {"w": 0.07}),  # thin, as drawn
+        ],
+    )
     return fig

@@ -136,7 +136,15 @@ def instruction_format():
         size=SMALL,
         ha="left",
     )
-    key(ax, (2.0, 0.15), ["tensor", "accent", "muted"])
+    key(
+        ax,
+        (2.0, 0.15),
+        [
+            ("tensor", "tensor"),
+            ("accent", "highlighted"),
+            ("muted", "masked / ignored"),
+        ],
+    )
     return fig
 
 
@@ -233,19 +241,6 @@ def _packed(ax, x, top):
     return m, owner
 
 
-def _legend(ax, xy):
-    """What a mask cell means."""
-    x, y = xy
-    for kind, name in [
-        ("tensor", "attends"),
-        ("muted", "masked"),
-        ("none", "future: causal"),
-    ]:
-        box(ax, (x + 0.09, y), 0.18, 0.14, kind=kind)
-        text(ax, (x + 0.24, y), name, size=SMALL, ha="left")
-        x += 0.45 + 0.055 * len(name)
-
-
 @diagram
 def padding_packing():
     """Padding (what llmbook.finetune does) against packing: rows, pads,
@@ -267,5 +262,13 @@ def padding_packing():
         ha="left",
         va="bottom",
     )
-    _legend(ax, (0.2, 0.15))
+    key(  # what a mask cell means
+        ax,
+        (0.2, 0.15),
+        [
+            ("tensor", "attends"),
+            ("muted", "masked"),
+            ("none", "future: causal"),
+        ],
+    )
     return fig

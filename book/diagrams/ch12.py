@@ -4,7 +4,7 @@ from llmbook.generate import StaticCacheEngine, TextStream
 from llmbook.serve.batcher import Batcher
 
 from . import diagram
-from .style import GREY, SMALL, arrow, box, canvas, code, grid, text
+from .style import GREY, SMALL, arrow, box, canvas, code, grid, key, text
 
 UP, DOWN = 2.05, 1.05  # the request's lane and the answer's lane
 
@@ -177,18 +177,6 @@ def _timeline(ax, x0, top, placed, name, accent):
     return end
 
 
-def _legend(ax, xy):
-    """What a bar means."""
-    x, y = xy
-    for kind, name in [
-        ("tensor", "a request's tokens"),
-        ("muted", "idle row, computed anyway"),
-    ]:
-        box(ax, (x + 0.09, y), 0.18, 0.14, kind=kind)
-        text(ax, (x + 0.24, y), name, size=SMALL, ha="left")
-        x += 0.45 + 0.055 * len(name)
-
-
 @diagram
 def continuous_batching():
     """Static batching waits for a batch's longest request; continuous
@@ -208,5 +196,12 @@ def continuous_batching():
     for t in range(0, max(a, b) + 1, 2):
         text(ax, (x0 + t * STEP, 0.24), str(t), size=SMALL)
     text(ax, (x0 + max(a, b) * STEP / 2, 0.06), "decoding step", size=SMALL)
-    _legend(ax, (2.3, 2.61))
+    key(  # what a bar means
+        ax,
+        (2.3, 2.61),
+        [
+            ("tensor", "a request's tokens"),
+            ("muted", "idle row, computed anyway"),
+        ],
+    )
     return fig

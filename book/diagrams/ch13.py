@@ -21,8 +21,19 @@ from llmbook.modern.config import LAYER_TYPES, ROPE_PAIRINGS
 
 from . import diagram
 from .ch06 import end_of
-from .ch09 import legend
-from .style import FILL, GREY, INK, SMALL, arrow, box, canvas, code, grid, text
+from .style import (
+    FILL,
+    GREY,
+    INK,
+    SMALL,
+    arrow,
+    box,
+    canvas,
+    code,
+    grid,
+    key,
+    text,
+)
 
 WHITE = dict(facecolor="white", edgecolor="none", pad=1.0)  # text on muted
 
@@ -109,12 +120,12 @@ def grouped_query():
         _heads_panel(ax, 1.0 + 2.0 * i, name, n_kv_head)
         if i:
             ax.plot([2.0 * i] * 2, [0.35, 2.5], color=GREY, lw=0.5)
-    legend(
+    key(
         ax,
         (1.1, 0.12),
         [
-            ("tensor", "query head", 1.3),
-            ("accent", "key/value head: cached", 1.8),
+            ("tensor", "query head"),
+            ("accent", "key/value head: cached"),
         ],
     )
     return fig
@@ -202,13 +213,13 @@ def sliding_window():
     ]
     for i, s in enumerate(lines):
         text(ax, (4.45, top - 0.17 * i), s, SMALL, ha="left")
-    legend(
+    key(
         ax,
         (0.15, 0.15),
         [
-            ("accent", "in the window: seen", 1.55),
-            ("tensor", "causal, but older than $W$: masked", 2.45),
-            ("muted", "future: masked", 1.3),
+            ("accent", "in the window: seen"),
+            ("tensor", "causal, but older than $W$: masked"),
+            ("muted", "future: masked"),
         ],
     )
     return fig

@@ -46,6 +46,8 @@ FILL = {
 TEXT = {"accent": "#ffffff"}
 EDGE_WIDTH = {"weight": 1.4}
 HATCH = {"muted": "////"}
+SWATCH = (0.18, 0.12)  # inches: a legend's swatch, wide x high
+KEY_GAP = 0.3  # inches: between a legend's label and the next swatch
 
 RC = {
     "font.family": "DejaVu Sans",
@@ -234,21 +236,27 @@ def arrow(
         )
 
 
-def key(ax, xy, kinds, size=SMALL):
-    """A one-line legend of shape kinds, from `xy` (its left end)."""
-    names = {
-        "tensor": "tensor",
-        "weight": "weights",
-        "op": "operation",
-        "accent": "highlighted",
-        "muted": "masked / ignored",
-    }
+def key(ax, xy, entries, size=SMALL):
+    """A one-line legend from `xy` (its left end, at mid-height): a
+    swatch and a label for each `(kind, label)` of `entries`, where `kind`
+    is any kind `box` draws ("none": an empty cell). A third element, a
+    dict, styles one swatch: `box`'s options (`linestyle`, `edgecolor`)
+    and `w`, a width other than the usual. Each entry starts KEY_GAP after
+    the label before it ends, as drawn. Returns the x of the last label's
+    right end."""
     x, y = xy
-    for k in kinds:
-        box(ax, (x + 0.09, y), 0.18, 0.14, kind=k)
-        t = text(ax, (x + 0.24, y), names[k], size=size, ha="left")
-        x += 0.45 + 0.055 * len(names[k])
-    return t
+    end = x
+    renderer = ax.figure.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    for kind, label, *style in entries:
+        opts = dict(*style)
+        w = opts.pop("w", SWATCH[0])
+        box(ax, (x + w / 2, y), w, SWATCH[1], kind=kind, **opts)
+        t = text(ax, (x + w + 0.06, y), label, size=size, ha="left")
+        right = t.get_window_extent(renderer).x1
+        end = to_data.transform((right, 0))[0]
+        x = end + KEY_GAP
+    return end
 
 
 def save(fig, stem):
