@@ -7,9 +7,10 @@
 For each family (a model of the book's width, random weights loaded into
 ours with ``from_hf``): a forward + backward pass on (B, T) tokens, and
 batch-1 greedy decoding of ``--new-tokens`` tokens after a ``--context``
-prompt, with our ``ModernCache`` against ``generate`` with Hugging Face's
-cache. Contenders alternate within one process; the script prints medians
-(ms), the ratio to Hugging Face's and the largest logit difference.
+prompt, ``llmbook.generate`` (the book's engine, with ``ModernCache``)
+against Hugging Face's ``generate`` and cache. Contenders alternate within
+one process; the script prints medians (ms), the ratio to Hugging Face's
+and the largest logit difference.
 ``transformers`` is a benchmark dependency, imported where it is used.
 """
 
@@ -20,6 +21,7 @@ import statistics
 
 import torch
 
+from llmbook.generate import generate
 from llmbook.modern import from_hf
 from llmbook.timing import alternate
 
@@ -82,7 +84,7 @@ def greedy(model, prompt, n_new: int, hf: bool):
                 do_sample=False,
                 pad_token_id=0,
             )
-        return model.greedy(prompt, n_new)
+        return generate(model, prompt[0].tolist(), n_new, temperature=0)
 
     return run
 

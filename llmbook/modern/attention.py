@@ -58,12 +58,13 @@ def kv_cache_bytes(
 
 class ModernCache:
     """Per layer, the keys and values a later query can still see, with
-    their positions.
+    their slots (positions 0, 1, ... in the order tokens came in).
 
     A full layer writes into buffers of ``block_size`` positions, allocated
     at its first update (as chapter 8's ``KVCache``: no copy per token).
     A sliding layer keeps only the ``window - 1`` latest positions, which
-    the next query needs, so its memory stops growing.
+    the next query needs, so its memory stops growing. ``pos`` and
+    ``reset`` are what ``llmbook.generate``'s engine uses.
     """
 
     def __init__(self, config: ModernConfig):
@@ -72,16 +73,25 @@ class ModernCache:
             for kind in config.layer_types
         ]
         self.block_size = config.block_size
-        n = config.n_layer
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every position (buffers are allocated again)."""
+        n = len(self.windows)
         self.k: list[torch.Tensor | None] = [None] * n  # (B, nkv, *, hs)
         self.v: list[torch.Tensor | None] = [None] * n
-        self.pos: list[torch.Tensor | None] = [None] * n  # (*,) positions
+        self.slots: list[torch.Tensor | None] = [None] * n  # (*,)
         self.filled = [0] * n  # positions stored, per layer
         self.length = 0  # positions seen so far
 
+    @property
+    def pos(self) -> int:
+        """Positions seen so far."""
+        return self.length
+
     def update(self, layer: int, k, v, k_pos):
-        """Store k, v (B, nkv, T, hs) at positions k_pos (T,); return every
-        stored key, value and position, the new ones included."""
+        """Store k, v (B, nkv, T, hs) at slots k_pos (T,); return every
+        stored key, value and slot, the new ones included."""
         if self.windows[layer] is not None:
             return self._slide(layer, k, v, k_pos)
         if self.k[layer] is None:
@@ -89,27 +99,27 @@ class ModernCache:
             shape = (b, nkv, self.block_size, hs)
             self.k[layer] = k.new_empty(shape)
             self.v[layer] = v.new_empty(shape)
-            self.pos[layer] = k_pos.new_empty(self.block_size)
+            self.slots[layer] = k_pos.new_empty(self.block_size)
         start, end = self.filled[layer], self.filled[layer] + k.size(2)
         self.k[layer][:, :, start:end] = k
         self.v[layer][:, :, start:end] = v
-        self.pos[layer][start:end] = k_pos
+        self.slots[layer][start:end] = k_pos
         self.filled[layer] = end
         return (
             self.k[layer][:, :, :end],
             self.v[layer][:, :, :end],
-            self.pos[layer][:end],
+            self.slots[layer][:end],
         )
 
     def _slide(self, layer: int, k, v, k_pos):
         if self.k[layer] is not None:
             k = torch.cat((self.k[layer], k), dim=2)
             v = torch.cat((self.v[layer], v), dim=2)
-            k_pos = torch.cat((self.pos[layer], k_pos))
+            k_pos = torch.cat((self.slots[layer], k_pos))
         # the next query, at k_pos[-1] + 1, sees window - 1 of these
         keep = k_pos > k_pos[-1] + 1 - self.windows[layer]
         self.k[layer], self.v[layer] = k[:, :, keep], v[:, :, keep]
-        self.pos[layer] = k_pos[keep]
+        self.slots[layer] = k_pos[keep]
         self.filled[layer] = int(keep.sum())
         return k, v, k_pos
 
@@ -147,9 +157,11 @@ class GroupedQueryAttention(nn.Module):
             self.q_norm = self.k_norm = None
         self.fast = True
 
-    def forward(self, x, cos, sin, pos, cache: ModernCache | None = None):
-        """x: (B, T, C); cos, sin: (T, hs/2) RoPE rows of the positions
-        ``pos`` (T,) of x's tokens."""
+    def forward(self, x, cos, sin, pos, cache=None, real=None):
+        """x: (B, T, C) at slots ``pos`` (T,); cos, sin: their RoPE rows,
+        (T, hs/2), or (B, 1, T, hs/2) when rows are padded differently;
+        ``real`` (B, T_k), for left-padded rows: True at real tokens, over
+        every slot so far."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_head, self.head_size)
         k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_size)
@@ -167,6 +179,10 @@ class GroupedQueryAttention(nn.Module):
         if cache is not None:  # k, v: (B, nkv, T_k, hs), every visible key
             k, v, k_pos = cache.update(self.layer_idx, k, v, pos)
         allowed = window_mask(pos, k_pos, self.window)  # (T, T_k)
+        if real is not None:  # no padding key; a padding query sees itself
+            allowed = allowed & real[:, None, k_pos]  # (B, T, T_k)
+            allowed = allowed | (pos[:, None] == k_pos[None, :])
+            allowed = allowed[:, None]  # (B, 1, T, T_k): every head
         y = self.attend(q, k, v, allowed)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_size)
         return self.o_proj(y)  # (B, T, C)
@@ -185,10 +201,11 @@ class GroupedQueryAttention(nn.Module):
             v = v.repeat_interleave(g, dim=1)
             return causal_attention(q, k, v, mask=allowed, causal=False)
         rows = q.reshape(B, self.n_kv_head, g * T, hs)  # (B, nkv, g*T, hs)
+        lead = [1] * (allowed.dim() - 2)  # (B, 1) when rows are padded
         y = F.scaled_dot_product_attention(
             rows,
             k,
             v,
-            attn_mask=allowed.repeat(g, 1),  # (g*T, T_k)
+            attn_mask=allowed.repeat(*lead, g, 1),  # (.., g*T, T_k)
         )
         return y.view(B, nh, T, hs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from llmbook.checks import check_token_ids
+from llmbook.checks import check_attention_mask, check_token_ids
 from llmbook.model import RMSNorm
 from llmbook.modern.attention import GroupedQueryAttention, ModernCache
 from llmbook.modern.config import ModernConfig
@@ -35,8 +35,8 @@ class ModernBlock(nn.Module):
         else:
             self.mlp = SwiGLU(config.n_embd, config.mlp_hidden)
 
-    def forward(self, x, cos, sin, pos, cache=None):
-        x = x + self.attn(self.norm1(x), cos, sin, pos, cache)
+    def forward(self, x, cos, sin, pos, cache=None, real=None):
+        x = x + self.attn(self.norm1(x), cos, sin, pos, cache, real)
         return x + self.mlp(self.norm2(x))  # (B, T, C)
 
 
@@ -71,26 +71,53 @@ class ModernLM(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(
-        self, idx: torch.Tensor, cache: ModernCache | None = None
+        self,
+        idx: torch.Tensor,
+        kv_cache: ModernCache | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """idx: (B, T) token ids; with ``cache`` they follow the
-        ``cache.length`` positions it has seen."""
-        start = cache.length if cache is not None else 0
+        """idx: (B, T) token ids -> logits (B, T, vocab_size). With
+        ``kv_cache`` they follow the ``kv_cache.pos`` positions it holds.
+        ``attention_mask`` (B, cached + T), True at real tokens: rows
+        padded on the left, whose positions count from their first real
+        token (as in ``GPT.forward``, which ``llmbook.generate`` uses)."""
+        start = kv_cache.pos if kv_cache is not None else 0
         check_token_ids(idx, self.config.vocab_size, self.config.block_size)
-        T = idx.size(1)
+        B, T = idx.shape
         if start + T > self.config.block_size:
             raise ValueError(
                 f"positions {start}..{start + T - 1} exceed block_size "
                 f"{self.config.block_size}"
             )
-        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
-        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # (T, hs/2)
+        slots = torch.arange(start, start + T, device=idx.device)  # (T,)
+        real = None
+        if attention_mask is None:
+            cos, sin = self.rope_cos[slots], self.rope_sin[slots]  # (T, hs/2)
+        else:
+            real = self._padding(attention_mask, B, start + T)  # (B, T_k)
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]  # (B, T)
+            cos = self.rope_cos[pos][:, None]  # (B, 1, T, hs/2): every head
+            sin = self.rope_sin[pos][:, None]
         x = self.wte(idx)  # (B, T, C)
         for block in self.blocks:
-            x = block(x, cos, sin, pos, cache)
-        if cache is not None:
-            cache.length += T
+            x = block(x, cos, sin, slots, kv_cache, real)
+        if kv_cache is not None:
+            kv_cache.length += T
         return self.lm_head(self.norm_f(x))  # (B, T, vocab_size)
+
+    def _padding(self, mask, B: int, t_k: int) -> torch.Tensor:
+        check_attention_mask(mask, B, t_k, t_k)
+        if mask.dim() != 2:
+            raise ValueError(
+                "ModernLM takes a padding mask (B, cached + new positions) "
+                f"only; got shape {tuple(mask.shape)}"
+            )
+        return mask.to(self.wte.weight.device) != 0
+
+    def new_kv_cache(self, batch_size: int = 1, **_) -> ModernCache:
+        """An empty cache, for ``llmbook.generate`` (its buffers take the
+        batch size of the first tokens stored)."""
+        return ModernCache(self.config)
 
     def balance_loss(self) -> torch.Tensor:
         """Mean load-balancing loss of the MoE layers in the last forward
@@ -168,16 +195,3 @@ class ModernLM(nn.Module):
         model = cls(config)
         model.load_state_dict(sd)
         return model.eval()
-
-    @torch.no_grad()
-    def greedy(self, idx: torch.Tensor, n_new: int) -> torch.Tensor:
-        """Append n_new greedily chosen tokens to idx (B, T), with a cache:
-        (B, T + n_new)."""
-        cache = ModernCache(self.config)
-        logits = self(idx, cache)
-        out = [idx]
-        for _ in range(n_new):
-            nxt = logits[:, -1:].argmax(-1)  # (B, 1)
-            out.append(nxt)
-            logits = self(nxt, cache)
-        return torch.cat(out, dim=1)
