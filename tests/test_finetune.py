@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -96,21 +97,29 @@ def test_instruction_answers_are_determined_by_the_text(speeches):
     assert len(ex) == 4 * 30
     by_line = {}
     for s in speeches:
-        for i, line in enumerate(s.lines):
-            by_line.setdefault(line, []).append((s, i))
+        for line in s.lines:
+            by_line.setdefault(line, []).append(s)
     for e in ex:
         assert e["instruction"] == fd.INSTRUCTIONS[e["task"]]
-        (s, i), *others = by_line[e["input"]]
+        s, *others = by_line[e["input"]]
         assert not others  # the line occurs once: one right answer
+        line = e["input"]
+        words = [w.strip(".,;:!?-\"'").lower() for w in line.split()]
+        thou = any(w in ("thou", "thee", "thy", "thine") for w in words)
+        you = any(w in ("you", "your", "yours", "ye") for w in words)
         expected = {
-            "speaker": s.speaker,
             "play": fd.PLAY_TITLES[s.play],
-            "next_line": s.lines[i + 1] if i + 1 < len(s.lines) else None,
-            "first_word": e["input"].split()[0].strip('.,;:!?-"'),
+            "first_word": line.split()[0].strip('.,;:!?-"'),
+            "end_mark": line[-1] if line[-1] in ".,;:!?" else "none",
+            "thou_you": "thou" if thou else "you" if you else "neither",
         }[e["task"]]
         assert e["output"] == expected
-        if e["task"] == "speaker":
-            assert i == 0
+        if e["task"] == "thou_you":
+            assert not (thou and you)  # never asked: two right answers
+    answers = Counter(e["output"] for e in ex if e["task"] == "thou_you")
+    assert answers == {"thou": 10, "you": 10, "neither": 10}
+    marks = {e["output"] for e in ex if e["task"] == "end_mark"}
+    assert marks <= set(".,;:!?") | {"none"} and len(marks) > 3
 
 
 def test_split_is_stratified_disjoint_and_fixed():
@@ -136,14 +145,58 @@ def test_write_jsonl_reports_hash_size_counts_and_reads_back(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["x.jsonl"]
 
 
-def test_build_datasets_writes_six_files(tmp_path):
+def test_shuffled_words_keep_the_tokens_and_change_the_order():
+    import random
+
+    from llmbook.data import use_local_tiktoken
+
+    use_local_tiktoken()  # GPT-2's own byte-level BPE, from local files
+    import tiktoken
+
+    gpt2 = tiktoken.get_encoding("gpt2")
+    examples = fd.classification_examples(n_per_class=30, seed=1)
+    rng = random.Random(0)
+    changed = 0
+    for e in examples:
+        text = e["text"]
+        mixed = fd.shuffle_words(text, rng)
+        changed += mixed != text
+        for a, b in zip(text.split("\n"), mixed.split("\n")):
+            assert a.split()[0] == b.split()[0]  # the first word stays
+            assert sorted(a.split()) == sorted(b.split())
+        assert sorted(gpt2.encode(mixed)) == sorted(gpt2.encode(text))
+    assert changed == len(examples)  # every passage has a longer line
+    assert fd.shuffle_words("Go.\nTo be", rng) == "Go.\nTo be"
+
+
+def test_order_examples_each_once_or_both_ways():
+    passages = [{"text": f"a b c {i} d e", "label": "x"} for i in range(200)]
+    once = fd.order_examples(passages, seed=0)
+    assert len(once) == 200
+    n_orig = sum(e["label"] == "original" for e in once)
+    assert 70 < n_orig < 130  # a fair coin
+    for e, p in zip(once, passages):
+        assert (e["text"] == p["text"]) == (e["label"] == "original")
+    both = fd.order_examples(passages, seed=0, both=True)
+    assert [e["label"] for e in both] == ["original", "shuffled"] * 200
+    assert [e["text"] for e in both[::2]] == [p["text"] for p in passages]
+    assert fd.order_examples(passages, seed=0) == once  # deterministic
+    assert fd.order_examples([{"text": "a b\nc d"}], seed=0) == []
+
+
+def test_build_datasets_writes_nine_files(tmp_path):
     report = fd.build_datasets(tmp_path, n_per_class=20, n_per_task=20)
     assert sorted(report) == sorted(
         f"{n}-{p}.jsonl"
-        for n in ("plays", "instruct")
+        for n in ("plays", "order", "instruct")
         for p in ("train", "val", "test")
     )
     assert report["plays-test.jsonl"]["examples"] == 9 * 2
+    assert report["order-test.jsonl"]["counts"] == {
+        "original": 18,
+        "shuffled": 18,
+    }
+    assert report["order-train.jsonl"]["examples"] == 9 * 16
     again = fd.build_datasets(tmp_path / "b", n_per_class=20, n_per_task=20)
     assert all(again[k]["sha256"] == report[k]["sha256"] for k in report)
 

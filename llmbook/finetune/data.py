@@ -6,10 +6,12 @@ Labels come from the text itself, not from a model or a person:
 1. ``speeches``: each play cut into speeches (who speaks, which lines),
    stage directions, act and scene headings removed.
 2. ``classification_examples``: passages of a few lines of dialogue with
-   the speaker names removed, labelled with the play they come from.
-3. ``instruction_examples``: questions whose answers code can check by
-   exact match: who speaks a line, which play it is from, what line
-   follows, what its first word is.
+   the speaker names removed, labelled with the play they come from;
+   ``order_examples``: the same passages, as they are or with their words
+   shuffled (``shuffle_words``), a task that counting tokens cannot do.
+3. ``instruction_examples``: questions about a line whose answers code
+   can check by exact match: its first word, the punctuation mark it ends
+   with, whether it says thou or you, which play it is from.
 4. ``split_examples`` (train / validation / test, once, with a fixed seed,
    the same share of every class in each part), ``write_jsonl`` (atomic;
    returns the file's sha256, size and class counts) and ``read_jsonl``,
@@ -224,22 +226,97 @@ def classification_examples(
 
 
 # ---------------------------------------------------------------------------
+# 2b. Original or shuffled? A task that only word order can answer
+
+ORDER_LABELS = ["original", "shuffled"]
+
+
+def shuffle_words(text: str, rng: random.Random) -> str:
+    """``text`` with the words of each line after its first put in a random
+    order: the same words in another order. The first word stays first,
+    and every other word keeps the space before it, so a byte-level BPE
+    encodes both texts to the same tokens, only in another order. Lines of
+    fewer than three words cannot change; a line whose shuffle came out as
+    it was is shuffled again (up to ten times)."""
+    out = []
+    for line in text.split("\n"):
+        first, *rest = line.split(" ")
+        for _ in range(10):
+            if len(set(rest)) < 2:
+                break
+            shuffled = rng.sample(rest, len(rest))
+            if shuffled != rest:
+                rest = shuffled
+                break
+        out.append(" ".join([first, *rest]))
+    return "\n".join(out)
+
+
+def order_examples(
+    examples: list[dict], seed: int = 0, both: bool = False
+) -> list[dict]:
+    """Original or shuffled? ``{"text", "label"}`` examples from passages
+    (``{"text", ...}``), labelled with ``ORDER_LABELS``. With ``both``,
+    every passage twice, as it is and shuffled (``shuffle_words``), so the
+    two classes hold the same tokens and any classifier of token counts
+    scores exactly one half; otherwise each passage once, as it is or
+    shuffled, by a coin of ``random.Random(seed)``. A passage that no
+    shuffle can change is left out."""
+    rng = random.Random(seed)
+    out = []
+    for e in examples:
+        shuffled = shuffle_words(e["text"], rng)
+        if shuffled == e["text"]:
+            continue
+        pair = [
+            {"text": e["text"], "label": ORDER_LABELS[0]},
+            {"text": shuffled, "label": ORDER_LABELS[1]},
+        ]
+        out += pair if both else [pair[rng.random() < 0.5]]
+    return out
+
+
+# ---------------------------------------------------------------------------
 # 3. Instructions whose answers code can check
 
 INSTRUCTIONS = {
-    "speaker": "Who speaks this line?",
-    "play": "Which play is this line from?",
-    "next_line": "What line follows this one?",
     "first_word": "What is the first word of this line?",
+    "end_mark": "What punctuation mark ends this line?",
+    "thou_you": "Does this line say thou or you?",
+    "play": "Which play is this line from?",
 }
+_PUNCT = '.,;:!?-"'
+_THOU = {"thou", "thee", "thy", "thine"}
+_YOU = {"you", "your", "yours", "ye"}
 
 
 def _first_word(line: str) -> str:
-    return line.split()[0].strip('.,;:!?-"')
+    return line.split()[0].strip(_PUNCT)
+
+
+def _end_mark(line: str) -> str:
+    return line[-1] if line[-1] in ".,;:!?" else "none"
+
+
+def _thou_or_you(line: str) -> str | None:
+    words = {w.strip(_PUNCT + "'").lower() for w in line.split()}
+    thou, you = bool(words & _THOU), bool(words & _YOU)
+    if thou and you:
+        return None  # both: not asked
+    return "thou" if thou else "you" if you else "neither"
+
+
+def _answers(line: str, title: str) -> dict[str, str | None]:
+    return {
+        "first_word": _first_word(line) or None,
+        "end_mark": _end_mark(line),
+        "thou_you": _thou_or_you(line),
+        "play": title,
+    }
 
 
 def instruction_examples(
-    n_per_task: int = 400,
+    n_per_task: int = 1500,
     min_chars: int = 25,
     seed: int = 0,
     text: str | None = None,
@@ -247,45 +324,39 @@ def instruction_examples(
     """``n_per_task`` questions of each kind in ``INSTRUCTIONS``, as
     ``{"instruction", "input", "output", "task"}``. The input is a spoken
     line of at least ``min_chars`` characters that occurs once in the nine
-    plays, so its answer is determined: the speaker as the text prints the
-    name ("Ham", "LADY MACBETH"), the play's title, the next line of the
-    same speech, or the first word (without punctuation around it)."""
+    plays, so its answer is determined: its first word (without the
+    punctuation around it); the punctuation mark it ends with (one of
+    ``.,;:!?``, else "none"); whether it says thou (thee, thy, thine) or
+    you (your, yours, ye), "neither" or, never asked, both; the play's
+    title. ``thou_you`` draws the same number of each of its three
+    answers, so that guessing one is right a third of the time."""
     rng = random.Random(seed)
     speech_list = all_speeches(text)
     seen = Counter(line for s in speech_list for line in s.lines)
-
-    def unique(line):
-        return seen[line] == 1 and len(line) >= min_chars
-
-    candidates: dict[str, list[tuple[str, str]]] = {
-        t: [] for t in INSTRUCTIONS
-    }
+    pools: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for s in speech_list:
-        title = PLAY_TITLES[s.play]
-        if unique(s.lines[0]):
-            candidates["speaker"].append((s.lines[0], s.speaker))
-        for i, line in enumerate(s.lines):
-            if not unique(line):
+        for line in s.lines:
+            if seen[line] != 1 or len(line) < min_chars:
                 continue
-            candidates["play"].append((line, title))
-            if _first_word(line):
-                candidates["first_word"].append((line, _first_word(line)))
-            if i + 1 < len(s.lines):
-                candidates["next_line"].append((line, s.lines[i + 1]))
+            for task, answer in _answers(line, PLAY_TITLES[s.play]).items():
+                if answer is not None:  # one pool per task, or per answer
+                    key = (task, answer if task == "thou_you" else "")
+                    pools.setdefault(key, []).append((line, answer))
     examples = []
-    for task, pairs in candidates.items():
-        if len(pairs) < n_per_task:
+    for (task, answer), pairs in sorted(pools.items()):
+        n = n_per_task // 3 if answer else n_per_task
+        if len(pairs) < n:
             raise ValueError(
-                f"only {len(pairs)} {task} questions can be made; ask for "
-                f"fewer than {n_per_task}"
+                f"only {len(pairs)} {task} questions {answer} can be made; "
+                f"ask for fewer than {n_per_task} per task"
             )
-        for k in sorted(rng.sample(range(len(pairs)), n_per_task)):
-            line, answer = pairs[k]
+        for k in sorted(rng.sample(range(len(pairs)), n)):
+            line, output = pairs[k]
             examples.append(
                 dict(
                     instruction=INSTRUCTIONS[task],
                     input=line,
-                    output=answer,
+                    output=output,
                     task=task,
                 )
             )
@@ -347,8 +418,10 @@ def write_jsonl(path, records: list[dict], key: str | None = None) -> dict:
 
 
 def build_datasets(directory, seed: int = 0, **sizes) -> dict:
-    """Both data sets, split and written to ``directory`` as
-    ``plays-{train,val,test}.jsonl`` (classification) and
+    """The data sets, split and written to ``directory`` as
+    ``plays-{train,val,test}.jsonl`` (which play), ``order-*.jsonl`` (the
+    same passages, original or shuffled: each training passage once, each
+    validation and test passage both ways) and
     ``instruct-{train,val,test}.jsonl``; returns what ``write_jsonl``
     reports for each file, by name. ``sizes``: ``n_per_class``,
     ``n_per_task``."""
@@ -357,7 +430,7 @@ def build_datasets(directory, seed: int = 0, **sizes) -> dict:
         n_per_class=sizes.get("n_per_class", 600), seed=seed
     )
     tasks = instruction_examples(
-        n_per_task=sizes.get("n_per_task", 400), seed=seed
+        n_per_task=sizes.get("n_per_task", 1500), seed=seed
     )
     report = {}
     for name, examples, key in (
@@ -367,6 +440,13 @@ def build_datasets(directory, seed: int = 0, **sizes) -> dict:
         for part, records in split_examples(examples, key, seed=seed).items():
             path = directory / f"{name}-{part}.jsonl"
             report[path.name] = write_jsonl(path, records, key)
+            if name == "plays":  # the same passages, original or shuffled
+                k = ("train", "val", "test").index(part)
+                records = order_examples(
+                    records, seed=seed + k, both=part != "train"
+                )
+                path = directory / f"order-{part}.jsonl"
+                report[path.name] = write_jsonl(path, records, "label")
     return report
 
 
