@@ -122,6 +122,13 @@ def test_instruction_answers_are_determined_by_the_text(speeches):
     assert marks <= set(".,;:!?") | {"none"} and len(marks) > 3
 
 
+def test_instruction_tasks_keep_their_size_when_not_a_multiple_of_3():
+    ex = fd.instruction_examples(n_per_task=32, seed=1)
+    assert Counter(e["task"] for e in ex) == {t: 32 for t in fd.INSTRUCTIONS}
+    answers = Counter(e["output"] for e in ex if e["task"] == "thou_you")
+    assert answers == {"neither": 11, "thou": 11, "you": 10}
+
+
 def test_split_is_stratified_disjoint_and_fixed():
     ex = [{"text": f"t{i}", "label": "ab"[i % 2]} for i in range(100)]
     parts = fd.split_examples(ex, "label", seed=5)

@@ -286,6 +286,8 @@ INSTRUCTIONS = {
     "play": "Which play is this line from?",
 }
 _PUNCT = '.,;:!?-"'
+_END_MARKS = ".,;:!?"  # end_mark's answers, besides "none"
+_THOU_YOU = ("neither", "thou", "you")  # thou_you's answers, in pool order
 _THOU = {"thou", "thee", "thy", "thine"}
 _YOU = {"you", "your", "yours", "ye"}
 
@@ -295,7 +297,7 @@ def _first_word(line: str) -> str:
 
 
 def _end_mark(line: str) -> str:
-    return line[-1] if line[-1] in ".,;:!?" else "none"
+    return line[-1] if line[-1] in _END_MARKS else "none"
 
 
 def _thou_or_you(line: str) -> str | None:
@@ -329,7 +331,8 @@ def instruction_examples(
     ``.,;:!?``, else "none"); whether it says thou (thee, thy, thine) or
     you (your, yours, ye), "neither" or, never asked, both; the play's
     title. ``thou_you`` draws the same number of each of its three
-    answers, so that guessing one is right a third of the time."""
+    answers (the first ones one more when ``n_per_task`` is not a multiple
+    of 3), so that guessing one is right a third of the time."""
     rng = random.Random(seed)
     speech_list = all_speeches(text)
     seen = Counter(line for s in speech_list for line in s.lines)
@@ -344,7 +347,9 @@ def instruction_examples(
                     pools.setdefault(key, []).append((line, answer))
     examples = []
     for (task, answer), pairs in sorted(pools.items()):
-        n = n_per_task // 3 if answer else n_per_task
+        n = n_per_task
+        if answer:  # thou_you: a third each, the remainder spread
+            n = n_per_task // 3 + (_THOU_YOU.index(answer) < n_per_task % 3)
         if len(pairs) < n:
             raise ValueError(
                 f"only {len(pairs)} {task} questions {answer} can be made; "
@@ -437,11 +442,11 @@ def build_datasets(directory, seed: int = 0, **sizes) -> dict:
         ("plays", plays, "label"),
         ("instruct", tasks, "task"),
     ):
-        for part, records in split_examples(examples, key, seed=seed).items():
+        parts = split_examples(examples, key, seed=seed)
+        for k, (part, records) in enumerate(parts.items()):
             path = directory / f"{name}-{part}.jsonl"
             report[path.name] = write_jsonl(path, records, key)
             if name == "plays":  # the same passages, original or shuffled
-                k = ("train", "val", "test").index(part)
                 records = order_examples(
                     records, seed=seed + k, both=part != "train"
                 )
