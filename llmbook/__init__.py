@@ -27,6 +27,9 @@ each; from training on, each part of the book is a subpackage, whose
                       book's cached runs, the CLI
       finetune/       Part IV: labelled data, LoRA, classification,
                       instructions, the finetuning run, the CLI
+      align/          learning from preferences and rewards: DPO's loss,
+                      GRPO's advantages and clipped objective (checked
+                      against TRL)
       serve/          Part V: an OpenAI-compatible HTTP server with continuous
                       batching, a chat page, the CLI
       modern/         Part VI: today's open models (Llama 3, Qwen3,
@@ -42,7 +45,8 @@ nothing in generation needs the training code.
 
 Where the next chapters' code goes: today's open models are ``modern/``
 (its blocks beside chapter 6's ``GPT``, which ``ModernLM.from_gpt`` proves
-equal); a DPO or GRPO trainer is a new module of ``train/`` using its loop.
+equal); the DPO and GRPO objectives are ``align/``, whose trainers will use
+``train/``'s loop.
 
 Each module imports only modules listed before it in ``MODULE_ORDER``
 (tests/test_imports.py checks it, for every import, also those inside
@@ -99,6 +103,8 @@ MODULE_ORDER = (
     "finetune",
     "finetune.cli",
     "finetune.__main__",
+    "align.objectives",
+    "align",
     "serve.batcher",
     "serve.app",
     "serve.cli",
