@@ -260,3 +260,21 @@ def test_the_chapters_follow_the_notation_table():
                 if RETIRED.search(math) and "paper" not in text:
                     problems.append(f"{path.stem} cell {i}: {math.strip()}")
     assert not problems, "\n".join(problems)
+
+
+GLUED = "application/papermill.record/text/plain"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_glued_values_render_as_numbers_not_reprs(path):
+    """A glued NumPy or torch scalar is stored as its repr, and the book
+    printed "np.float64(0.881)" where the prose meant 0.881: glue Python
+    numbers (float(x), x.item())."""
+    bad = []
+    for cell in json.loads(path.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            text = out.get("data", {}).get(GLUED, "")
+            if re.match(r"(np|numpy)\.\w+\(|tensor\(", text):
+                name = out["metadata"]["scrapbook"]["name"]
+                bad.append(f"{name} = {text}")
+    assert not bad, "glued reprs: " + ", ".join(bad)
