@@ -153,9 +153,14 @@ def instruction_batch(
 
 def instruction_loss(model, ids, mask, labels) -> torch.Tensor:
     """Mean next-token loss over the positions whose label is not -100:
-    position t predicts labels[t + 1]."""
-    logits = model(ids, attention_mask=mask)  # (B, T, V)
-    return cross_entropy(logits[:, :-1], labels[:, 1:], ignore_index=IGNORE)
+    position t predicts labels[t + 1]. The LM head runs at those positions
+    only: the loss of the full (B, T, V) logits, without computing the
+    rows it ignores (with the loss on the answers, nine in ten)."""
+    h = model.hidden_states(ids, attention_mask=mask)  # (B, T, C)
+    targets = labels[:, 1:]  # (B, T - 1)
+    counted = targets != IGNORE
+    logits = model.lm_head(h[:, :-1][counted])  # (N, V)
+    return cross_entropy(logits, targets[counted])
 
 
 def generate_answers(
