@@ -66,11 +66,13 @@ def save_checkpoint(
     elapsed: float = 0.0,
     batch_gen: torch.Generator | None = None,
     meta: dict | None = None,
+    history: list[dict] | None = None,
 ):
     """Everything needed to continue the run exactly, or to use the model:
     weights, optimizer state, step, random states (torch, numpy, python and
     the batch sampler's generator: the data position), the configs (``cfg``
-    is the run's TrainConfig) and the tokenizer.
+    is the run's TrainConfig), the tokenizer and, when given, ``history``
+    (the rows logged so far, for a run that reports them after resuming).
 
     ``path``: a file path, written to a temporary file and renamed, so a
     kill at any moment leaves the previous checkpoint or the new one, never
@@ -94,6 +96,8 @@ def save_checkpoint(
         rng=_rng_state(batch_gen or torch.Generator()),
         data=data,
     )
+    if history is not None:
+        obj["history"] = history
     if hasattr(path, "write"):
         torch.save(obj, path)
         return path

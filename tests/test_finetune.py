@@ -413,10 +413,10 @@ def test_interrupted_run_resumes_to_the_same_weights(
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "b", stop_at=3)  # after the checkpoint of step 2
     resumed = run(tmp_path / "b")
-    assert [h["step"] for h in resumed.history] == [3, 4, 5, 6]
-    assert [h["loss"] for h in resumed.history] == [
-        h["loss"] for h in whole.history[2:]
-    ]
+    # the history of the steps before the interruption comes back with the
+    # checkpoint: the resumed run reports all six
+    assert [h["step"] for h in resumed.history] == [1, 2, 3, 4, 5, 6]
+    assert resumed.history == whole.history
     a, b = whole.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -623,3 +623,28 @@ def test_cli_set_overrides_any_setting_and_refuses_typos(capsys):
         finetune_main(["--help"])
     shown = capsys.readouterr().out
     assert "weight_decay=0.0" in shown and "exit status" in shown
+
+
+def test_run_dir_names_a_run_by_its_settings_model_and_data(tmp_path, tok):
+    cfg = ft.FinetuneConfig(task="instruct", steps=3, batch_size=2)
+    model = tiny_gpt(tok)
+    here = ft.run_dir(tmp_path, cfg, model, INSTRUCT)
+    assert here.parent == tmp_path and here.name.startswith("instruct-")
+    moved = dataclasses.replace(cfg, out_dir=str(here))
+    assert ft.run_dir(tmp_path, moved, model, INSTRUCT) == here
+    assert ft.run_dir(tmp_path, cfg, tiny_gpt(tok), INSTRUCT) == here
+    others = [
+        ft.run_dir(
+            tmp_path, dataclasses.replace(cfg, lr=2e-3), model, INSTRUCT
+        ),
+        ft.run_dir(tmp_path, cfg, tiny_gpt(tok, seed=1), INSTRUCT),
+        ft.run_dir(tmp_path, cfg, model, INSTRUCT[:1]),
+    ]
+    assert len({here, *others}) == 4
+    # a run in its directory is found again, finished, by the same call
+    first = ft.finetune(moved, model, tok, INSTRUCT)
+    again = ft.finetune(moved, model, tok, INSTRUCT)
+    assert again.history == first.history  # kept in the checkpoint
+    assert again.checkpoint == first.checkpoint
+    for p, q in zip(first.model.parameters(), again.model.parameters()):
+        assert torch.equal(p, q)

@@ -55,6 +55,7 @@ from llmbook.finetune.finetuner import (
     encode_examples,
     finetune,
     load_finetuned,
+    run_dir,
 )
 from llmbook.finetune.instruct import (
     END,
@@ -147,4 +148,5 @@ __all__ = [
     "Finetuner",
     "finetune",
     "load_finetuned",
+    "run_dir",
 ]

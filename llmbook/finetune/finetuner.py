@@ -88,7 +88,7 @@ class FinetuneResult:
     model: nn.Module  # the Classifier, or the GPT (with LoRA layers if any)
     tokenizer: Tokenizer  # for instruct: with the new special tokens
     config: FinetuneConfig
-    history: list[dict]  # {"step", "loss", "lr"} of the steps run here
+    history: list[dict]  # {"step", "loss", "lr"} of every step, resumed too
     elapsed: float  # seconds of training, over all resumed parts
     trainable: int  # parameters
     total: int
@@ -211,6 +211,15 @@ class Finetuner(Trainer):
         if self.callback is not None:
             self.callback(step, loss)
 
+    def checkpoint_extra(self) -> dict:
+        return {"history": self.history}
+
+    def resume(self) -> dict | None:
+        state = super().resume()
+        if state is not None:  # the steps run before, as they were logged
+            self.history = list(state.get("history", []))
+        return state
+
     def check_same_run(self, saved: dict) -> None:
         now = dataclasses.asdict(self.cfg)
         diff = sorted(k for k in now if saved.get(k) != now[k])
@@ -281,6 +290,18 @@ def finetune(
         n_total,
         trainer.path,
     )
+
+
+def run_dir(root, cfg: FinetuneConfig, model: GPT, train) -> Path:
+    """A directory under ``root`` for the run of ``cfg`` on ``model`` and
+    ``train``, named by a hash of the three (the settings but out_dir,
+    the pretrained weights, the examples): two chapters that make the
+    same run share its checkpoint, and a run with anything different
+    gets a directory of its own instead of a refused checkpoint."""
+    settings = dataclasses.asdict(dataclasses.replace(cfg, out_dir=None))
+    examples = [e for _, e in _numbered(train, "training examples")]
+    key = _sha256([settings, _weights_sha256(model), _sha256(examples)])
+    return Path(root) / f"{cfg.task}-{key[:16]}"
 
 
 def load_finetuned(path, device="cpu"):
