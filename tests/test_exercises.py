@@ -48,6 +48,7 @@ CHAPTERS = {
     "9": "09_fast_generation",
     "D": "D_pytorch",
     "13": "13_open_models",
+    "14": "14_preferences",
 }
 
 
@@ -779,6 +780,41 @@ def _route_swapped(logits, k):  # (ids, weights)
     return ids, weights
 
 
+def _advantages(rewards, g, unbiased=True, per_group=True, eps=1e-4):
+    r = rewards.float().view(-1, g) if per_group else rewards.float()[None]
+    centred = r - r.mean(dim=-1, keepdim=True)
+    return (
+        centred / (r.std(dim=-1, keepdim=True, unbiased=unbiased) + eps)
+    ).reshape(-1)
+
+
+def _logprob_no_shift(logits, labels):
+    lp = torch.log_softmax(logits, -1)
+    picked = lp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    return torch.where(labels != -100, picked, 0.0).sum(-1)
+
+
+def _logprob_no_mask(logits, labels):
+    t = labels[:, 1:].clamp(min=0)
+    lp = torch.log_softmax(logits[:, :-1], -1)
+    return lp.gather(-1, t[..., None]).squeeze(-1).sum(-1)
+
+
+def _logprob_naive(logits, labels):
+    t = labels[:, 1:]
+    lp = torch.log(torch.softmax(logits[:, :-1], -1))
+    picked = lp.gather(-1, t.clamp(min=0)[..., None]).squeeze(-1)
+    return torch.where(t != -100, picked, 0.0).sum(-1)
+
+
+def _dpo_rule(c, r, rc, rr, beta, ref=True, reduce="mean", naive=False):
+    margin = beta * ((c - rc) - (r - rr)) if ref else beta * (c - r)
+    logsig = (
+        torch.log(torch.sigmoid(margin)) if naive else F.logsigmoid(margin)
+    )
+    return -(logsig.mean() if reduce == "mean" else logsig.sum())
+
+
 WRONG = [
     ("1.1", "the first id as a target, with an empty context", _pairs_t0),
     ("1.1", "a negative slice start wraps around", _pairs_wrap),
@@ -928,6 +964,40 @@ WRONG = [
     ("13.3", "ids in expert order", _route_expert_order),
     ("13.3", "softmax without the maximum subtracted", _route_naive_softmax),
     ("13.3", "ids and weights swapped", _route_swapped),
+    (
+        "14.1",
+        "the population standard deviation",
+        lambda r, g: _advantages(r, g, unbiased=False),
+    ),
+    (
+        "14.1",
+        "the batch's mean and deviation, not the group's",
+        lambda r, g: _advantages(r, g, per_group=False),
+    ),
+    (
+        "14.1",
+        "no epsilon: 0 / 0 for a group that agrees",
+        lambda r, g: _advantages(r, g, eps=0.0),
+    ),
+    (
+        "14.2",
+        "the reference forgotten",
+        lambda *a: _dpo_rule(*a, ref=False),
+    ),
+    ("14.2", "a sum over the pairs", lambda *a: _dpo_rule(*a, reduce="sum")),
+    (
+        "14.2",
+        "log(sigmoid(x)) in two steps",
+        lambda *a: _dpo_rule(*a, naive=True),
+    ),
+    ("14.2", "the sign flipped", lambda *a: -_dpo_rule(*a)),
+    (
+        "14.3",
+        "no shift: the logits at t score the label at t",
+        _logprob_no_shift,
+    ),
+    ("14.3", "the ignored labels counted as token 0", _logprob_no_mask),
+    ("14.3", "log(softmax(x)) in two steps", _logprob_naive),
 ]
 
 
@@ -991,6 +1061,17 @@ NAMED = [
         "13.3",
         lambda x, k: _route_rule(x, k, renormalise=False),
         "renormalised to sum to 1",
+    ),
+    (
+        "14.1",
+        lambda r, g: _advantages(r, g, per_group=False),
+        "own group's mean, not the batch's",
+    ),
+    ("14.3", _logprob_no_shift, "the logits at t score the label at t + 1"),
+    (
+        "14.2",
+        lambda *a: _dpo_rule(*a, naive=True),
+        "use F.logsigmoid",
     ),
 ]
 

@@ -26,6 +26,7 @@ MODULE = {
     "11_instruction_tuning": "ch11",
     "12_serving": "ch12",
     "13_open_models": "ch13",
+    "14_preferences": "ch14",
     "A_backprop": "appendix_a",
     "C_lora": "appendix_c",
     "D_pytorch": "appendix_d",

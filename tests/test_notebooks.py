@@ -48,6 +48,7 @@ GPU_PARAMS = {
     "11_instruction_tuning": TOY,
     "12_serving": {**TOY, "timing": "smoke"},
     "13_open_models": {"max_steps": 2, "batch_size": 4, "timing": "smoke"},
+    "14_preferences": TOY,
 }
 
 

@@ -37,6 +37,7 @@ MODULES = [
     "ch11",
     "ch12",
     "ch13",
+    "ch14",
     "appendix_a",
     "appendix_c",
     "appendix_d",

@@ -19,7 +19,7 @@ The package is one module per chapter, registered by a decorator::
 
     harness.py      cases, the comparison of two answers, ``run_check`` and
                     ``check``, the registry and its ``exercise`` decorator
-    ch1.py ... ch9.py, ch13.py, appendix_a.py, appendix_d.py
+    ch1.py ... ch9.py, ch13.py, ch14.py, appendix_a.py, appendix_d.py
                     each chapter's references (the package's answers) and
                     the functions that build its cases
 
@@ -46,7 +46,7 @@ from llmbook.exercises import ch1, ch2, ch3, ch4, ch5, ch6  # noqa: F401
 from llmbook.exercises import appendix_a  # noqa: F401
 from llmbook.exercises import ch7, ch8, ch9  # noqa: F401
 from llmbook.exercises import appendix_d  # noqa: F401
-from llmbook.exercises import ch13  # noqa: F401
+from llmbook.exercises import ch13, ch14  # noqa: F401
 
 # isort: on
 from llmbook.exercises.ch2 import exercise_tokenizer
