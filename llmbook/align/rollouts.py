@@ -18,8 +18,11 @@ from dataclasses import dataclass
 
 import torch
 
-from llmbook.finetune.classify import pad
-from llmbook.finetune.instruct import END, IGNORE, encode_instruction
+from llmbook.finetune.instruct import (
+    END,
+    encode_instruction,
+    instruction_batch,
+)
 from llmbook.generate import generate
 
 
@@ -115,13 +118,11 @@ def answer_batch(prompts, answers, pad_id: int = 0):
             f"{len(prompts)} prompts but {len(answers)} answers: give one "
             "answer per prompt"
         )
-    ids, mask = pad(
-        [list(p) + list(a) for p, a in zip(prompts, answers)], pad_id
+    # chapter 11's batch of (ids, n_prompt): labels on the answers only
+    return instruction_batch(
+        [(list(p) + list(a), len(p)) for p, a in zip(prompts, answers)],
+        pad_id=pad_id,
     )
-    labels = torch.full_like(ids, IGNORE)
-    for b, (p, a) in enumerate(zip(prompts, answers)):
-        labels[b, len(p) : len(p) + len(a)] = torch.tensor(a, dtype=ids.dtype)
-    return ids, mask, labels
 
 
 def preference_pairs(

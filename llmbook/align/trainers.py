@@ -95,10 +95,12 @@ class DPOTrainer(Trainer):
             cfg=cfg,
         )
         self.pairs, self.device = pairs, device
-        reference = _frozen_copy(model).to(device)  # needed only here
+        # before any step the policy is the reference: score the pairs with
+        # it once, in eval mode, instead of keeping a second copy
+        policy.eval()
         with torch.no_grad():
             ref = [
-                self.logps(reference, pairs[i : i + 64])
+                self.logps(policy, pairs[i : i + 64])
                 for i in range(0, len(pairs), 64)
             ]
         self.ref_chosen = torch.cat([c for c, _ in ref])
@@ -232,9 +234,9 @@ class GRPOTrainer(Trainer):
         )
         sampling = time.perf_counter() - t0
         answers = [a for g in groups for a in g]
-        prompts = [
-            prompt_ids(self.tokenizer, q)
-            for q in questions
+        prompts = [  # each question's prompt, once for each of its answers
+            p
+            for p in (prompt_ids(self.tokenizer, q) for q in questions)
             for _ in range(cfg.group_size)
         ]
         ids, mask, labels = answer_batch(prompts, [a.ids for a in answers])
